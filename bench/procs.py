@@ -1,0 +1,225 @@
+"""Child processes of the benchmark: the sink, the server under test, the load generator.
+
+CPU time of the server is read from ``/proc`` while it runs and from ``wait4``'s resource
+usage once it has exited, so the final flush at shutdown is part of the figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_INHERITED = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(extra: Mapping[str, str] | None = None, venv_bin: Path = VENV_BIN) -> dict[str, str]:
+    """No SENTRY_*/OTEL_* of the developer's; the venv first on PATH; the repo importable."""
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env["PATH"] = os.pathsep.join([str(venv_bin), "/usr/local/bin", "/usr/bin", "/bin"])
+    env["VIRTUAL_ENV"] = str(venv_bin.parent)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(extra or {})
+    return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU of a running process, all its threads (10 ms resolution)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass(frozen=True)
+class Exited:
+    returncode: int
+    cpu_seconds: float  # user+sys over the whole life, from wait4
+    max_rss_bytes: int
+
+
+def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> Exited:
+    """Reap the child with ``wait4`` (for its resource usage); SIGKILL after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return Exited(
+                process.returncode if not killed else -9,
+                usage.ru_utime + usage.ru_stime,
+                usage.ru_maxrss * 1024,
+            )
+        if time.monotonic() > deadline and not killed:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            killed = True
+        time.sleep(0.01)
+
+
+class Sink:
+    """The envelope sink process (``bench.sink``), steered over HTTP."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.sink"],
+            cwd=REPO_ROOT, env=clean_env(), stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"sink did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    @property
+    def dsn(self) -> str:
+        return f"http://benchkey@127.0.0.1:{self.port}/1"
+
+    def _call(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", method="POST" if "mode" in path else "GET"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("/_bench/stats")
+
+    def mode(self, mode: str = "normal", *, reset: bool = False, delay: float = 0.0) -> None:
+        self._call(f"/_bench/mode?mode={mode}&delay={delay}&reset={int(reset)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Server:
+    """``bench.serve`` for one variant, possibly under ``opentelemetry-instrument``."""
+
+    def __init__(self, variant: str, dsn: str, env: Mapping[str, str] | None = None) -> None:
+        self.variant = variant
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-server-"))
+        instrumented = variant in ("sentry_otel", "otel_null", "bridge")
+        args = [sys.executable, "-m", "bench.serve", "--variant", variant,
+                "--port", str(self.port), "--dsn", dsn]
+        if instrumented:
+            args = [str(VENV_BIN / "opentelemetry-instrument"), *args]
+        base = {
+            "SHOP_DB_PATH": str(self.dir / "shop.sqlite3"),
+            # importable before the script runs: auto-instrumentation reads Django's settings
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "samples" / "shop")]),
+            "DJANGO_SETTINGS_MODULE": "shop.settings",
+            "OTEL_SERVICE_NAME": "bench",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+        if variant == "bridge":
+            base["SENTRY_DSN"] = dsn
+            base["SENTRY_TRACES_SAMPLE_RATE"] = "1.0"
+        elif instrumented:
+            # auto-instrumentation only: no distro or configurator builds a pipeline, the
+            # variant's own setup in bench.serve does (names that match no entry point)
+            base["OTEL_PYTHON_DISTRO"] = "bench_none"
+            base["OTEL_PYTHON_CONFIGURATOR"] = "bench_none"
+            base["OTEL_TRACES_EXPORTER"] = "none"
+        base.update(env or {})
+        self.stderr_path = self.dir / "stderr"
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                args, cwd=REPO_ROOT, env=clean_env(base), stdout=stderr, stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        self._wait_ready()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.variant} server exited:\n{self.stderr_text()}")
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/health/", timeout=2
+                ) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"{self.variant} server not ready:\n{self.stderr_text()}")
+
+    def stderr_text(self, limit: int = 4000) -> str:
+        return self.stderr_path.read_text(errors="replace")[-limit:]
+
+    def terminate(self, timeout: float = 60.0) -> Exited:
+        """SIGTERM and reap: the process flushes what is pending on its way out."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        return wait_exit(self.process, timeout)
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            with contextlib.suppress(ChildProcessError):
+                wait_exit(self.process, 10)
+
+
+def load(
+    port: int, count: int, path: str = "/orders/{n}/", concurrency: int = 1
+) -> dict[str, Any]:
+    """Run the load generator process to completion; its JSON summary."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--port", str(port), "--path", path,
+         "--count", str(count), "--concurrency", str(concurrency)],
+        cwd=REPO_ROOT, env=clean_env(), capture_output=True, check=True,
+    )
+    return dict(json.loads(completed.stdout))
+
+
+def run_python(venv_bin: Path, args: Sequence[str], env: Mapping[str, str]) -> None:
+    subprocess.run(
+        [str(venv_bin / "python"), *args], env=clean_env(env, venv_bin), check=True,
+        capture_output=True,
+    )

@@ -1,0 +1,134 @@
+"""The server under test: the sample shop's WSGI app in one process.
+
+    python -m bench.serve --variant native --port 8000 --dsn http://key@127.0.0.1:9000/1
+
+One process (wsgiref, a thread per request, like Django's runserver without its request
+log): the runner reads that process's CPU time, and every variant pays the same server
+overhead. Variants set up their tracing here, before
+Django loads, as their documentation says:
+
+- ``bare``: nothing;
+- ``native``: ``sentry_sdk.init(dsn, traces_sample_rate=1.0)`` (its Django integration);
+- ``sentry_otel``: sentry-sdk's documented OpenTelemetry bridge: ``instrumenter="otel"``, a
+  ``TracerProvider`` with ``SentrySpanProcessor`` and ``SentryPropagator``;
+- ``otel_null``: a ``TracerProvider`` with a ``BatchSpanProcessor`` and an exporter that
+  drops everything (the floor of any OTel pipeline);
+- ``bridge``: nothing here: ``opentelemetry-instrument`` with ``SENTRY_DSN`` did it all.
+
+``sentry_otel``, ``otel_null`` and ``bridge`` run under ``opentelemetry-instrument`` (the
+runner sees to it), so the same contrib instrumentations are loaded in all three.
+
+SIGTERM ends the process through ``SystemExit``, so atexit hooks flush what is pending. When a
+handler is already installed (otel-bridge installs one), that one is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+SHOP_DIR = Path(__file__).resolve().parents[1] / "samples" / "shop"
+VARIANTS = ("bare", "native", "sentry_otel", "otel_null", "bridge")
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per request, as Django's runserver: a burst really overlaps."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one stderr line per request
+        pass
+
+
+def _setup_native(dsn: str) -> None:
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=1.0)
+
+
+def _setup_sentry_otel(dsn: str) -> None:
+    import sentry_sdk
+    from opentelemetry import trace
+    from opentelemetry.propagate import set_global_textmap
+    from opentelemetry.sdk.trace import TracerProvider
+    from sentry_sdk.integrations.opentelemetry import SentryPropagator, SentrySpanProcessor
+
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=1.0, instrumenter="otel")
+    provider = TracerProvider()
+    provider.add_span_processor(SentrySpanProcessor())
+    trace.set_tracer_provider(provider)
+    set_global_textmap(SentryPropagator())
+
+
+def _setup_otel_null() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from bench.null_exporter import NullSpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def setup(variant: str, dsn: str) -> None:
+    if variant == "native":
+        _setup_native(dsn)
+    elif variant == "sentry_otel":
+        _setup_sentry_otel(dsn)
+    elif variant == "otel_null":
+        _setup_otel_null()
+    elif variant not in ("bare", "bridge"):
+        raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+
+
+def _exit_on_sigterm() -> None:
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the benchmark's server under test")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dsn", default=os.environ.get("SENTRY_DSN", ""))
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(SHOP_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    setup(args.variant, args.dsn)
+    _exit_on_sigterm()
+
+    from django.core.wsgi import get_wsgi_application
+
+    application = get_wsgi_application()
+    server = make_server(
+        "127.0.0.1", args.port, application,
+        server_class=_ThreadingServer, handler_class=_QuietHandler,
+    )
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

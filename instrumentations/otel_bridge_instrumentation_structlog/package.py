@@ -1,0 +1,1 @@
+_instruments = ("structlog >= 24.1",)

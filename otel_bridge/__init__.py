@@ -1,0 +1,3 @@
+"""otel-bridge: OpenTelemetry-first instrumentation that exports to Sentry and GlitchTip."""
+
+__version__ = "0.1.0"

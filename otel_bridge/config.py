@@ -1,0 +1,334 @@
+"""Every environment variable otel-bridge reads, in one table.
+
+Parsing, validation and the reference table in ``docs/configuration.md`` all come from
+``SETTINGS``; a test checks that the document lists every entry. A value that does not
+parse never stops the application: the setting falls back to its default and the problem
+is returned so the caller can log it once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class InvalidSetting(ValueError):
+    """A value that does not parse; the message says what was expected."""
+
+
+def _parse_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidSetting(f"expected true or false, got {raw!r}")
+
+
+def _parse_rate(raw: str) -> float | None:
+    if not raw.strip():
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        raise InvalidSetting(f"expected a number between 0 and 1, got {raw!r}") from None
+    if math.isnan(rate) or not 0.0 <= rate <= 1.0:
+        raise InvalidSetting(f"expected a number between 0 and 1, got {raw!r}")
+    return rate
+
+
+def _parse_positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidSetting(f"expected a positive number, got {raw!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise InvalidSetting(f"expected a positive number, got {raw!r}")
+    return value
+
+
+def _parse_positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSetting(f"expected a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise InvalidSetting(f"expected a positive integer, got {raw!r}")
+    return value
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_regex_list(raw: str) -> tuple[str, ...] | None:
+    patterns = _parse_list(raw)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidSetting(f"{pattern!r} is not a regular expression: {exc}") from None
+    return patterns
+
+
+_SPAN_ERROR_KINDS = ("none", "server", "server_consumer", "all")
+
+
+def _parse_span_error_kinds(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in _SPAN_ERROR_KINDS:
+        raise InvalidSetting(f"expected one of {', '.join(_SPAN_ERROR_KINDS)}, got {raw!r}")
+    return value
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
+
+
+def _parse_log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value == "WARN":
+        value = "WARNING"
+    if value not in _LOG_LEVELS:
+        raise InvalidSetting(f"expected one of {', '.join(_LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    attr: str
+    env: str
+    type_name: str
+    default: Any
+    doc: str
+    parse: Callable[[str], Any]
+    secret: bool = False
+    # How the default reads in the docs when the value itself says little (None, a tuple).
+    default_doc: str | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "dsn", "SENTRY_DSN", "DSN", None,
+        "Sentry or GlitchTip DSN. Without it nothing is sent to Sentry: the `sentry` trace "
+        "exporter is inactive and sentry-sdk is not started.",
+        _parse_str, secret=True, default_doc="unset",
+    ),
+    Setting(
+        "environment", "SENTRY_ENVIRONMENT", "string", None,
+        "Environment of every event; wins over the resource's `deployment.environment.name`.",
+        _parse_str, default_doc="from the resource, else `production`",
+    ),
+    Setting(
+        "release", "SENTRY_RELEASE", "string", None,
+        "Release of every event; wins over the resource's `service.version`.",
+        _parse_str, default_doc="from the resource",
+    ),
+    Setting(
+        "traces_sample_rate", "SENTRY_TRACES_SAMPLE_RATE", "float in [0, 1]", None,
+        "Head sampling rate for traces this service starts. Upstream decisions are honoured. "
+        "When unset, `OTEL_TRACES_SAMPLER_ARG` is used, else 1.0.",
+        _parse_rate, default_doc="1.0",
+    ),
+    Setting(
+        "debug", "SENTRY_DEBUG", "bool", False,
+        "Turn on sentry-sdk's debug logging and otel-bridge's own debug messages.",
+        _parse_bool,
+    ),
+    Setting(
+        "send_default_pii", "SENTRY_SEND_DEFAULT_PII", "bool", False,
+        "Let user IP addresses, e-mail addresses and cookies through to Sentry "
+        "(sentry-sdk's `send_default_pii`).",
+        _parse_bool,
+    ),
+    Setting(
+        "trace_propagation_targets", "SENTRY_TRACE_PROPAGATION_TARGETS",
+        "comma-separated regular expressions", None,
+        "Outgoing requests whose URL matches one of these (searched anywhere in the URL) get "
+        "trace headers (`traceparent`, `sentry-trace`, `baggage`); others get none.",
+        _parse_regex_list, default_doc="every URL",
+    ),
+    Setting(
+        "enable_logs", "SENTRY_ENABLE_LOGS", "bool", False,
+        "Send log records to Sentry Logs (`log` envelope items).",
+        _parse_bool,
+    ),
+    Setting(
+        "span_errors", "OTEL_BRIDGE_SPAN_ERRORS", "none | server | server_consumer | all",
+        "server",
+        "Which spans' recorded exceptions become Sentry error events when sentry-sdk did not "
+        "capture the same exception itself: `server` (SERVER spans), `server_consumer` (also "
+        "CONSUMER spans), `all`, or `none`.",
+        _parse_span_error_kinds,
+    ),
+    Setting(
+        "pending_span_ttl", "OTEL_BRIDGE_PENDING_SPAN_TTL", "seconds", 300.0,
+        "How long a finished span waits for its local root to finish before it is dropped "
+        "(and counted as lost).",
+        _parse_positive_float,
+    ),
+    Setting(
+        "max_pending_spans", "OTEL_BRIDGE_MAX_PENDING_SPANS", "integer", 20_000,
+        "Most finished spans held while their local root is still running; past it the "
+        "oldest are dropped and counted.",
+        _parse_positive_int,
+    ),
+    Setting(
+        "transport_queue_size", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE", "integer", 100,
+        "sentry-sdk's transport queue (envelopes waiting to be sent). The span pipeline waits "
+        "for room instead of overflowing it.",
+        _parse_positive_int,
+    ),
+    Setting(
+        "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,
+        "How long the process waits at exit to deliver what is pending.",
+        _parse_positive_float,
+    ),
+    Setting(
+        "sampling_rules", "OTEL_BRIDGE_SAMPLING_RULES", "rules", (),
+        "Comma-separated `pattern=rate` rules matched against the route or span name of "
+        "a local root (regular expression, full match); the first match wins. "
+        "Example: `/health.*=0,GET /api/.*=0.5`.",
+        _parse_list, default_doc="none",
+    ),
+    Setting(
+        "scrub_enabled", "OTEL_BRIDGE_SCRUB", "bool", True,
+        "Remove secrets and personal data from spans, events, breadcrumbs and logs.",
+        _parse_bool,
+    ),
+    Setting(
+        "scrub_keys", "OTEL_BRIDGE_SCRUB_KEYS", "comma-separated words", (),
+        "More key fragments to scrub, on top of the built-in list (case-insensitive substrings).",
+        _parse_list, default_doc="none",
+    ),
+    Setting(
+        "log_breadcrumb_level", "OTEL_BRIDGE_LOG_BREADCRUMB_LEVEL", "log level", "INFO",
+        "Log records at or above this level become breadcrumbs (`NONE` disables).",
+        _parse_log_level,
+    ),
+    Setting(
+        "log_event_level", "OTEL_BRIDGE_LOG_EVENT_LEVEL", "log level", "ERROR",
+        "Log records at or above this level become Sentry error events (`NONE` disables).",
+        _parse_log_level,
+    ),
+    Setting(
+        "tag_keys", "OTEL_BRIDGE_TAG_KEYS", "comma-separated keys", (),
+        "Structured log keys and span attributes promoted to Sentry tags.",
+        _parse_list, default_doc="none",
+    ),
+)
+
+SETTINGS_BY_ENV: Mapping[str, Setting] = {setting.env: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    env: str
+    raw: str
+    message: str
+
+    def __str__(self) -> str:
+        shown = "***" if SETTINGS_BY_ENV[self.env].secret else repr(self.raw)
+        return f"{self.env}={shown} ignored: {self.message}"
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    dsn: str | None = None
+    environment: str | None = None
+    release: str | None = None
+    traces_sample_rate: float | None = None
+    debug: bool = False
+    send_default_pii: bool = False
+    trace_propagation_targets: tuple[str, ...] | None = None
+    enable_logs: bool = False
+    span_errors: str = "server"
+    pending_span_ttl: float = 300.0
+    max_pending_spans: int = 20_000
+    transport_queue_size: int = 100
+    shutdown_timeout: float = 10.0
+    sampling_rules: tuple[str, ...] = ()
+    scrub_enabled: bool = True
+    scrub_keys: tuple[str, ...] = ()
+    log_breadcrumb_level: str = "INFO"
+    log_event_level: str = "ERROR"
+    tag_keys: tuple[str, ...] = ()
+    problems: tuple[ConfigProblem, ...] = field(default=(), compare=False)
+
+    def effective_sample_rate(self, environ: Mapping[str, str] | None = None) -> float:
+        """SENTRY_TRACES_SAMPLE_RATE, else a ratio in OTEL_TRACES_SAMPLER_ARG, else 1.0."""
+        if self.traces_sample_rate is not None:
+            return self.traces_sample_rate
+        env = os.environ if environ is None else environ
+        raw = env.get("OTEL_TRACES_SAMPLER_ARG", "")
+        try:
+            rate = _parse_rate(raw)
+        except InvalidSetting:
+            return 1.0
+        return 1.0 if rate is None else rate
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read every setting; a bad value keeps its default and is listed in ``problems``."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None:
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except InvalidSetting as exc:
+            problems.append(ConfigProblem(setting.env, raw, str(exc)))
+    if values.get("dsn"):
+        dsn_problem = validate_dsn(values["dsn"])
+        if dsn_problem is not None:
+            problems.append(ConfigProblem("SENTRY_DSN", values.pop("dsn"), dsn_problem))
+    return BridgeConfig(**values, problems=tuple(problems))
+
+
+def validate_dsn(dsn: str) -> str | None:
+    """Why sentry-sdk would refuse this DSN, or None when it is usable."""
+    from sentry_sdk.utils import BadDsn, Dsn
+
+    try:
+        Dsn(dsn)
+    except BadDsn as exc:
+        return f"not a valid DSN ({exc})"
+    return None
+
+
+def masked(setting: Setting, value: Any) -> str:
+    """A value as it may be printed: secrets keep only their scheme and host."""
+    if value is None:
+        return "unset"
+    if setting.secret and isinstance(value, str):
+        match = re.match(r"^(\w+://)[^@]*@(.*)$", value)
+        return f"{match.group(1)}***@{match.group(2)}" if match else "***"
+    if isinstance(value, tuple):
+        return ",".join(value) if value else "(empty)"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The reference table published in docs/configuration.md."""
+    lines = ["| Variable | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = setting.default_doc or f"`{setting.default}`"
+        lines.append(f"| `{setting.env}` | {setting.type_name} | {default} | {setting.doc} |")
+    return "\n".join(lines)
+
+
+assert {f.name for f in fields(BridgeConfig)} - {"problems"} == {s.attr for s in SETTINGS}
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,107 @@
+"""The `otel_bridge` configurator: builds the tracer, meter and logger providers and starts
+sentry-sdk for errors.
+
+Order matters at exit: sentry-sdk is started first, so its atexit hook (which closes the
+transport) runs *after* the TracerProvider's (which flushes the batch processor into the
+`sentry` exporter). Started the other way round, the last transactions would meet a closed
+transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from opentelemetry.sdk._configuration import (
+    _BaseConfigurator,
+    _get_exporter_names,
+    _import_exporters,
+    _init_logging,
+    _init_metrics,
+    _init_tracing,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.semconv.resource import ResourceAttributes
+
+from otel_bridge.config import ConfigProblem, load_config
+from otel_bridge.distro import sdk_disabled
+from otel_bridge.runtime import Runtime, set_runtime
+
+_logger = logging.getLogger("otel_bridge")
+
+
+def report_problems(problems: tuple[ConfigProblem, ...]) -> None:
+    for problem in problems:
+        _logger.error("otel-bridge: %s", problem)
+
+
+class BridgeConfigurator(_BaseConfigurator):  # type: ignore[misc]
+    """Registered as the `otel_bridge` entry of `opentelemetry_configurator`."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        if sdk_disabled():
+            return
+        configure(auto_instrumentation_version=kwargs.get("auto_instrumentation_version"))
+
+
+def configure(auto_instrumentation_version: str | None = None) -> Runtime:
+    """Set up everything from the environment; usable without `opentelemetry-instrument`."""
+    from otel_bridge.dsc import LocalRootTracker
+    from otel_bridge.pipeline.exporter import SentrySpanExporter
+    from otel_bridge.sampling import build_sampler
+    from otel_bridge.sentry_client import start_sentry
+
+    config = load_config()
+    report_problems(config.problems)
+    runtime = Runtime(config)
+    set_runtime(runtime)
+
+    attributes: dict[str, Any] = {}
+    if auto_instrumentation_version:
+        attributes[ResourceAttributes.TELEMETRY_AUTO_VERSION] = auto_instrumentation_version
+    resource = Resource.create(attributes)
+
+    start_sentry(runtime, resource)
+
+    span_exporters, metric_exporters, log_exporters = _import_exporters(
+        _get_exporter_names("traces"),
+        _get_exporter_names("metrics"),
+        _get_exporter_names("logs"),
+    )
+    span_processors: list[Any] = [LocalRootTracker.from_runtime(runtime, resource)]
+    if config.scrub_enabled:
+        from otel_bridge.scrub import ScrubbingSpanProcessor
+
+        span_processors.append(ScrubbingSpanProcessor.from_config(config))
+    _init_tracing(
+        exporters=span_exporters,
+        sampler=build_sampler(config),
+        resource=resource,
+        span_processors=span_processors,
+        exporter_args_map={SentrySpanExporter: {"runtime": runtime}},
+    )
+    _init_metrics(metric_exporters, resource)
+    _init_logging(log_exporters, resource, setup_logging_handler=False)
+    _exit_cleanly_on_sigterm()
+    return runtime
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Python dies on SIGTERM without running atexit hooks, losing whatever is pending. When
+    the application has no handler of its own, turn SIGTERM into a normal exit; servers that
+    install their own (gunicorn, uvicorn) replace this one later and flush through atexit."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError):
+        pass

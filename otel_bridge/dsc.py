@@ -1,0 +1,445 @@
+"""The Sentry dynamic sampling context (DSC) of the trace each span belongs to.
+
+The DSC travels in ``baggage`` (``sentry-*`` entries) and in the envelope ``trace`` header.
+Rules (Sentry's tracing spec): an incoming DSC is frozen and forwarded unchanged (only a
+missing ``sample_rand`` is back-filled, as sentry-sdk does); a service that starts the trace
+creates one on first use and freezes it. ``sample_rand < sample_rate`` iff ``sampled`` in
+every DSC we create.
+
+The DSC is per trace, so the tracker keys its state by trace id (not by span): every local
+root and child of one trace in this process shares it, including spans that are not
+recorded (unsampled traces still propagate ``sampled=false`` downstream).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from random import Random
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.util.types import Attributes
+
+from otel_bridge.propagation.baggage import dsc_entries, parse_baggage, serialize_baggage, split_dsc
+
+# Set by the propagator on extract: the sender's DSC (``sentry-`` prefix removed), read-only.
+INCOMING_DSC_KEY = context_api.create_key("otel_bridge.incoming_dsc")
+# Set by the propagator when ``sentry-trace`` came without a sampled flag (decision deferred).
+DEFERRED_KEY = context_api.create_key("otel_bridge.sampling_deferred")
+
+# Attributes the sampler and tracker leave on a local root so the exporter can rebuild the
+# exact DSC from the finished span; the exporter should not show them as span data.
+ATTR_SAMPLE_RAND = "sentry.sample_rand"
+ATTR_SAMPLE_RATE = "sentry.sample_rate"
+ATTR_DSC = "sentry.dsc"
+INTERNAL_ATTRIBUTES = frozenset((ATTR_SAMPLE_RAND, ATTR_SAMPLE_RATE, ATTR_DSC))
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_bridge.runtime import Runtime
+
+_MAX_TRACES = 4096
+
+
+def format_rand(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def format_rate(value: float) -> str:
+    return str(float(value))
+
+
+def parse_unit(value: object) -> float | None:
+    """A float in [0, 1] from a DSC string or attribute, else None."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if not math.isnan(number) and 0.0 <= number <= 1.0 else None
+
+
+def parse_rand(value: object) -> float | None:
+    number = parse_unit(value)
+    return number if number is not None and number < 1.0 else None
+
+
+def generate_sample_rand(trace_id: int, lower: float = 0.0, upper: float = 1.0) -> float | None:
+    """Pseudo-random in [lower, upper) with 6 decimals, seeded by the trace id.
+
+    Same recipe as sentry-sdk (``Random(trace_id_hex)``), so every service back-filling the
+    same trace agrees. None when the interval is empty.
+    """
+    low, high = int(lower * 1_000_000), int(upper * 1_000_000)
+    if not low < high:
+        return None
+    return Random(f"{trace_id:032x}").randrange(low, high) / 1_000_000
+
+
+def consistent_rand_rate(
+    trace_id: int, sampled: bool, rand: float | None, rate: float
+) -> tuple[float, float]:
+    """(sample_rand, sample_rate) such that ``rand < rate`` iff ``sampled``.
+
+    A given rand is kept when it already agrees; otherwise it is back-filled from the
+    decision's range. When that range is empty (sampled at rate 0, dropped at rate 1) the
+    rate says what really happened instead: 1.0 or 0.0.
+    """
+    if rand is not None and (rand < rate) == sampled:
+        return rand, rate
+    lower, upper = (0.0, rate) if sampled else (rate, 1.0)
+    filled = generate_sample_rand(trace_id, lower, upper)
+    if filled is not None:
+        return filled, rate
+    rate = 1.0 if sampled else 0.0
+    kept = rand if rand is not None else generate_sample_rand(trace_id)
+    return (kept if kept is not None else 0.0), rate
+
+
+def transaction_from_span(name: str, attributes: Attributes) -> tuple[str, str]:
+    """(transaction name, source): ``METHOD route`` from ``http.route``, else the span name.
+
+    A server span without a route is named after its URL, which the DSC must not carry.
+    """
+    attrs: Mapping[str, Any] = attributes or {}
+    method = attrs.get("http.request.method") or attrs.get("http.method")
+    route = attrs.get("http.route")
+    if isinstance(route, str) and route:
+        return (f"{method} {route}" if isinstance(method, str) else route), "route"
+    if method is not None:
+        return name, "url"
+    return name, "custom"
+
+
+def build_dsc(
+    trace_id: int,
+    *,
+    sample_rand: float,
+    sample_rate: float,
+    sampled: bool,
+    public_key: str | None,
+    release: str | None,
+    environment: str | None,
+    transaction: str | None,
+    transaction_source: str | None,
+) -> dict[str, str]:
+    dsc = {
+        "trace_id": f"{trace_id:032x}",
+        "sample_rate": format_rate(sample_rate),
+        "sample_rand": format_rand(sample_rand),
+        "sampled": "true" if sampled else "false",
+    }
+    if public_key:
+        dsc["public_key"] = public_key
+    if release:
+        dsc["release"] = release
+    if environment:
+        dsc["environment"] = environment
+    if transaction and transaction_source != "url":
+        dsc["transaction"] = transaction
+    return dsc
+
+
+def backfill_incoming(
+    incoming: Mapping[str, str], trace_id: int, sampled: bool | None
+) -> dict[str, str]:
+    """The sender's DSC unchanged, plus a ``sample_rand`` when it had none (as sentry-sdk)."""
+    dsc = dict(incoming)
+    if parse_rand(dsc.get("sample_rand")) is not None:
+        return dsc
+    rate = parse_unit(dsc.get("sample_rate"))
+    if sampled is None or rate is None:
+        lower, upper = 0.0, 1.0
+    else:
+        lower, upper = (0.0, rate) if sampled else (rate, 1.0)
+    rand = generate_sample_rand(trace_id, lower, upper)
+    if rand is not None:
+        dsc["sample_rand"] = format_rand(rand)
+    return dsc
+
+
+def serialize_dsc(dsc: Mapping[str, str]) -> str:
+    return serialize_baggage(dsc_entries(dsc)) or ""
+
+
+def parse_dsc(raw: object) -> dict[str, str] | None:
+    if not isinstance(raw, str):
+        return None
+    dsc, _ = split_dsc(parse_baggage(raw))
+    return dsc or None
+
+
+def incoming_dsc(ctx: context_api.Context | None, trace_id: int) -> Mapping[str, str] | None:
+    """The extracted DSC in ``ctx`` when it belongs to ``trace_id``."""
+    value = context_api.get_value(INCOMING_DSC_KEY, ctx)
+    if not isinstance(value, Mapping):
+        return None
+    own = value.get("trace_id")
+    return value if own is None or own == f"{trace_id:032x}" else None
+
+
+@dataclass
+class _TraceEntry:
+    sample_rand: float
+    sample_rate: float
+    sampled: bool
+    transaction: tuple[str, str] | None = None
+    frozen: Mapping[str, str] | None = None
+    roots: list[Span] = field(default_factory=list)
+
+
+class LocalRootTracker(SpanProcessor):
+    """Per-trace sampling facts and the frozen DSC; marks local roots for the exporter.
+
+    Work on the request thread is a few dict operations under one lock. State is bounded:
+    the least recently used traces are forgotten first. An entry outlives its root on
+    purpose, so children that end later still inject the DSC the transaction was sent with;
+    a forgotten trace gets a DSC derived again from its trace id (same ``sample_rand``).
+    """
+
+    def __init__(
+        self,
+        *,
+        public_key: str | None,
+        release: str | None,
+        environment: str | None,
+        sample_rate: float,
+        max_traces: int = _MAX_TRACES,
+    ) -> None:
+        self.public_key = public_key
+        self.release = release
+        self.environment = environment
+        self.sample_rate = sample_rate
+        self._max_traces = max_traces
+        self._lock = threading.Lock()
+        self._traces: OrderedDict[int, _TraceEntry] = OrderedDict()
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime, resource: Resource) -> LocalRootTracker:
+        """The tracker for this process, made the active one (the propagator, the sampler
+        and sentry-sdk's event processor find it through ``active_tracker()``)."""
+        from sentry_sdk.utils import Dsn
+
+        from otel_bridge.pipeline.mapping import event_fields_from_resource
+
+        config = runtime.config
+        fields = event_fields_from_resource(
+            resource, release=config.release, environment=config.environment
+        )
+        tracker = cls(
+            public_key=Dsn(config.dsn).public_key if config.dsn else None,
+            release=fields.get("release"),
+            environment=fields.get("environment"),
+            sample_rate=config.effective_sample_rate(),
+        )
+        set_active_tracker(tracker)
+        return tracker
+
+    # -- called by the sampler, before the span exists ---------------------------------
+
+    def record_decision(
+        self,
+        trace_id: int,
+        *,
+        sample_rand: float,
+        sample_rate: float,
+        sampled: bool,
+        transaction: tuple[str, str] | None,
+        frozen: Mapping[str, str] | None,
+    ) -> None:
+        with self._lock:
+            if trace_id in self._traces:
+                self._traces.move_to_end(trace_id)
+                return
+            self._insert(trace_id, _TraceEntry(
+                sample_rand, sample_rate, sampled, transaction,
+                MappingProxyType(dict(frozen)) if frozen is not None else None,
+            ))
+
+    def _insert(self, trace_id: int, entry: _TraceEntry) -> None:
+        self._traces[trace_id] = entry
+        while len(self._traces) > self._max_traces:
+            self._traces.popitem(last=False)
+
+    # -- SpanProcessor -------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
+        parent = span.parent
+        if parent is not None and not parent.is_remote:
+            return
+        trace_id = span.context.trace_id
+        with self._lock:
+            entry = self._traces.get(trace_id)
+            if entry is None:
+                entry = self._entry_without_sampler(span, parent_context)
+                self._insert(trace_id, entry)
+            entry.roots.append(span)
+            frozen = entry.frozen
+        if frozen is not None and (span.attributes or {}).get(ATTR_DSC) is None:
+            span.set_attribute(ATTR_DSC, serialize_dsc(frozen))
+
+    def _entry_without_sampler(
+        self, span: Span, parent_context: context_api.Context | None
+    ) -> _TraceEntry:
+        # Another sampler decided (BridgeSampler was not configured): derive the same facts.
+        trace_id = span.context.trace_id
+        sampled = span.context.trace_flags.sampled
+        incoming = incoming_dsc(parent_context, trace_id)
+        rand = parse_rand((incoming or {}).get("sample_rand"))
+        rate = parse_unit((incoming or {}).get("sample_rate"))
+        rand, rate = consistent_rand_rate(
+            trace_id, sampled, rand, self.sample_rate if rate is None else rate
+        )
+        frozen = backfill_incoming(incoming, trace_id, sampled) if incoming else None
+        span.set_attributes({ATTR_SAMPLE_RAND: rand, ATTR_SAMPLE_RATE: rate})
+        return _TraceEntry(rand, rate, sampled, None, frozen)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        parent = span.parent
+        if parent is not None and not parent.is_remote:
+            return
+        with self._lock:
+            entry = self._traces.get(span.context.trace_id)
+            if entry is None:
+                return
+            entry.roots = [root for root in entry.roots if root is not span]
+            if entry.frozen is None:
+                # Children that outlive the root must inject what the exporter will send.
+                entry.frozen = MappingProxyType(self._head_dsc(span.context.trace_id, entry, span))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._traces.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    # -- the DSC -------------------------------------------------------------------------
+
+    def dsc_for(
+        self, span_context: trace.SpanContext, ctx: context_api.Context | None
+    ) -> dict[str, str]:
+        """The frozen DSC of this span's trace, freezing it now if this is its first use."""
+        trace_id = span_context.trace_id
+        roots: list[Span] = []
+        with self._lock:
+            entry = self._traces.get(trace_id)
+            if entry is not None and entry.frozen is not None:
+                return dict(entry.frozen)
+            incoming = incoming_dsc(ctx, trace_id)
+            sampled = span_context.trace_flags.sampled
+            if incoming is not None:
+                frozen = backfill_incoming(incoming, trace_id, sampled)
+            else:
+                if entry is None:
+                    rand, rate = consistent_rand_rate(trace_id, sampled, None, self.sample_rate)
+                    entry = _TraceEntry(rand, rate, sampled)
+                    self._insert(trace_id, entry)
+                live = next((r for r in entry.roots if r.is_recording()), None)
+                frozen = self._head_dsc(trace_id, entry, live)
+            if entry is not None:
+                entry.frozen = MappingProxyType(frozen)
+                roots = list(entry.roots)
+        serialized = serialize_dsc(frozen)
+        for root in roots:
+            if root.is_recording():
+                root.set_attribute(ATTR_DSC, serialized)
+        return dict(frozen)
+
+    def _head_dsc(
+        self, trace_id: int, entry: _TraceEntry, root: ReadableSpan | None
+    ) -> dict[str, str]:
+        name = _transaction_of(root) if root is not None else entry.transaction
+        rand, rate = consistent_rand_rate(
+            trace_id, entry.sampled, entry.sample_rand, entry.sample_rate
+        )
+        return build_dsc(
+            trace_id,
+            sample_rand=rand,
+            sample_rate=rate,
+            sampled=entry.sampled,
+            public_key=self.public_key,
+            release=self.release,
+            environment=self.environment,
+            transaction=name[0] if name else None,
+            transaction_source=name[1] if name else None,
+        )
+
+
+def _transaction_of(root: ReadableSpan) -> tuple[str, str]:
+    # The exporter's own naming, so a DSC frozen early names what the exporter will send.
+    try:
+        from otel_bridge.pipeline.mapping import transaction_name_and_source
+    except ImportError:
+        return transaction_from_span(root.name, root.attributes)
+    return transaction_name_and_source(root)
+
+
+# The one active tracker. Module-level because propagators and samplers named in
+# OTEL_PROPAGATORS / OTEL_TRACES_SAMPLER are built from entry points with no arguments and
+# must still find the tracker the configurator installed.
+_active: LocalRootTracker | None = None
+
+
+def set_active_tracker(tracker: LocalRootTracker | None) -> None:
+    global _active
+    _active = tracker
+
+
+def active_tracker() -> LocalRootTracker | None:
+    return _active
+
+
+def current_dsc(ctx: context_api.Context | None = None) -> dict[str, str] | None:
+    """The DSC of the span active in ``ctx`` (default: current context), or None."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    if not span_context.is_valid:
+        return None
+    tracker = _active
+    if tracker is not None:
+        return tracker.dsc_for(span_context, ctx)
+    incoming = incoming_dsc(ctx, span_context.trace_id)
+    if incoming is not None:
+        return backfill_incoming(incoming, span_context.trace_id, span_context.trace_flags.sampled)
+    return None
+
+
+def dsc_for_finished_root(
+    root: ReadableSpan,
+    *,
+    public_key: str | None,
+    release: str | None,
+    environment: str | None,
+    transaction: str | None,
+    transaction_source: str | None,
+) -> dict[str, str]:
+    """The envelope ``trace`` header of the transaction made from ``root``."""
+    attrs: Mapping[str, Any] = root.attributes or {}
+    frozen = parse_dsc(attrs.get(ATTR_DSC))
+    if frozen is not None:
+        return frozen
+    assert root.context is not None
+    trace_id = root.context.trace_id
+    sampled = root.context.trace_flags.sampled
+    rate = parse_unit(attrs.get(ATTR_SAMPLE_RATE))
+    rand, rate = consistent_rand_rate(
+        trace_id, sampled, parse_rand(attrs.get(ATTR_SAMPLE_RAND)), 1.0 if rate is None else rate
+    )
+    return build_dsc(
+        trace_id,
+        sample_rand=rand,
+        sample_rate=rate,
+        sampled=sampled,
+        public_key=public_key,
+        release=release,
+        environment=environment,
+        transaction=transaction,
+        transaction_source=transaction_source,
+    )

@@ -1,0 +1,1 @@
+"""Sentry span pipeline: finished OTel spans to Sentry transactions and error events."""

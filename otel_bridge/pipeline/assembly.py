@@ -1,0 +1,175 @@
+"""Group finished spans into Sentry transactions: one per local root.
+
+No threads and no I/O here: the exporter feeds spans in the order the SDK finished them and
+sends what comes out. Children usually end before their local root, so they wait in a bounded
+buffer; a span whose parent was already sent (it ended after its root) becomes a follow-up
+transaction on the same trace with its parent set, never lost silently. Spans whose root never
+ends are dropped after a TTL and counted.
+
+Written by hand because neither the OTel SDK nor sentry-sdk groups OTel spans by local root
+(sentry-sdk's SentrySpanProcessor does it inline on the request thread, with shared dicts).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+SpanKey = tuple[int, int]  # (trace_id, span_id)
+
+
+@dataclass(frozen=True)
+class AssembledTransaction:
+    root: ReadableSpan
+    descendants: Sequence[ReadableSpan]
+    # Set for a follow-up transaction: the already-sent span this subtree hangs from.
+    parent_span_id: int | None = None
+
+
+@dataclass
+class _Pending:
+    span: ReadableSpan
+    received_at: float
+
+
+@dataclass
+class AssemblyStats:
+    dropped_expired: int = 0
+    dropped_overflow: int = 0
+    follow_ups: int = 0
+    _taken: int = field(default=0, repr=False)
+
+    def take_dropped(self) -> int:
+        """Drops not yet reported, so each is reported (as a client report) once."""
+        total = self.dropped_expired + self.dropped_overflow
+        fresh, self._taken = total - self._taken, total
+        return fresh
+
+
+def is_local_root(span: ReadableSpan) -> bool:
+    parent = span.parent
+    return parent is None or parent.is_remote
+
+
+def _key(trace_id: int, span_id: int) -> SpanKey:
+    return (trace_id, span_id)
+
+
+class TransactionAssembler:
+    """Buffers finished spans until their local root finishes. Not thread-safe by design:
+    only the exporter's thread calls it."""
+
+    def __init__(self, *, max_pending: int, pending_ttl: float, sent_memory: int = 50_000):
+        self._max_pending = max_pending
+        self._pending_ttl = pending_ttl
+        # Insertion-ordered, so the oldest pending spans are the first to expire or overflow.
+        self._pending: OrderedDict[SpanKey, _Pending] = OrderedDict()
+        self._children: dict[SpanKey, list[SpanKey]] = {}
+        # Span ids already delivered, to recognise a child that ends after its root.
+        self._sent: OrderedDict[SpanKey, None] = OrderedDict()
+        self._sent_memory = sent_memory
+        self.stats = AssemblyStats()
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def add(self, spans: Iterable[ReadableSpan], now: float) -> list[AssembledTransaction]:
+        ready: list[AssembledTransaction] = []
+        for span in spans:
+            context = span.context
+            if context is None:
+                continue
+            key = _key(context.trace_id, context.span_id)
+            if is_local_root(span):
+                ready.append(AssembledTransaction(span, self._collect(key)))
+                self._remember_sent(key)
+                continue
+            assert span.parent is not None
+            parent_key = _key(context.trace_id, span.parent.span_id)
+            if parent_key in self._sent:
+                self.stats.follow_ups += 1
+                ready.append(
+                    AssembledTransaction(span, self._collect(key), parent_span_id=parent_key[1])
+                )
+                self._remember_sent(key)
+                continue
+            self._pending[key] = _Pending(span, now)
+            self._children.setdefault(parent_key, []).append(key)
+        self._enforce_limit()
+        return ready
+
+    def expire(self, now: float) -> int:
+        """Drop pending spans older than the TTL; returns how many were dropped."""
+        dropped = 0
+        deadline = now - self._pending_ttl
+        while self._pending:
+            key, pending = next(iter(self._pending.items()))
+            if pending.received_at > deadline:
+                break
+            self._drop(key)
+            dropped += 1
+        self.stats.dropped_expired += dropped
+        return dropped
+
+    def drain(self) -> list[AssembledTransaction]:
+        """At shutdown: deliver every pending subtree whose root will never come, as its own
+        transaction (parent set), rather than lose it."""
+        ready: list[AssembledTransaction] = []
+        while self._pending:
+            key = next(iter(self._pending))
+            top = key
+            # Climb to the highest pending ancestor so each subtree is delivered once.
+            while True:
+                span = self._pending[top].span
+                assert span.parent is not None
+                parent_key = _key(top[0], span.parent.span_id)
+                if parent_key not in self._pending:
+                    break
+                top = parent_key
+            top_span = self._pending.pop(top).span
+            assert top_span.parent is not None
+            ready.append(
+                AssembledTransaction(
+                    top_span, self._collect(top), parent_span_id=top_span.parent.span_id
+                )
+            )
+        self._children.clear()
+        return ready
+
+    def _collect(self, root_key: SpanKey) -> list[ReadableSpan]:
+        collected: list[ReadableSpan] = []
+        stack = list(self._children.pop(root_key, ()))
+        while stack:
+            key = stack.pop()
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                collected.append(pending.span)
+                self._remember_sent(key)
+            stack.extend(self._children.pop(key, ()))
+        collected.sort(key=lambda span: span.start_time or 0)
+        return collected
+
+    def _drop(self, key: SpanKey) -> None:
+        pending = self._pending.pop(key)
+        parent = pending.span.parent
+        if parent is not None:
+            siblings = self._children.get(_key(key[0], parent.span_id))
+            if siblings is not None:
+                if key in siblings:
+                    siblings.remove(key)
+                if not siblings:
+                    del self._children[_key(key[0], parent.span_id)]
+
+    def _enforce_limit(self) -> None:
+        while len(self._pending) > self._max_pending:
+            self._drop(next(iter(self._pending)))
+            self.stats.dropped_overflow += 1
+
+    def _remember_sent(self, key: SpanKey) -> None:
+        self._sent[key] = None
+        while len(self._sent) > self._sent_memory:
+            self._sent.popitem(last=False)

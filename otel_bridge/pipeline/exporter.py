@@ -1,0 +1,269 @@
+"""The `sentry` trace exporter: finished OTel spans -> Sentry transaction envelopes.
+
+It runs behind OTel's BatchSpanProcessor, so the request thread only hands a span over; the
+grouping, mapping and serialisation happen on the batch thread. Envelopes go through
+sentry-sdk's own transport (DSN auth, compression, rate limits, retries, client reports).
+
+sentry-sdk's transport queue drops envelopes once 100 are waiting, and one transaction is one
+envelope: so this exporter waits for room instead of overflowing it (the batch processor keeps
+buffering meanwhile), and anything it must drop is counted as a client report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sentry_sdk
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+from sentry_sdk.utils import Dsn, format_timestamp
+
+from otel_bridge.config import BridgeConfig
+from otel_bridge.dsc import dsc_for_finished_root
+from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
+from otel_bridge.pipeline.mapping import transaction_event, transaction_name_and_source
+from otel_bridge.pipeline.span_errors import (
+    exception_error_events,
+    exception_key,
+    should_report_span_errors,
+)
+from otel_bridge.runtime import Runtime, get_runtime
+
+_logger = logging.getLogger(__name__)
+
+TransportSource = Callable[[], Transport | None]
+
+
+def _sentry_transport() -> Transport | None:
+    return sentry_sdk.get_client().transport
+
+
+class SentrySpanExporter(SpanExporter):
+    """Registered as the `sentry` entry of `opentelemetry_traces_exporter`."""
+
+    def __init__(
+        self,
+        runtime: Runtime | None = None,
+        transport_source: TransportSource = _sentry_transport,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runtime = runtime or get_runtime()
+        self._config: BridgeConfig = self._runtime.config
+        self._transport_source = transport_source
+        self._clock = clock
+        self._assembler = TransactionAssembler(
+            max_pending=self._config.max_pending_spans,
+            pending_ttl=self._config.pending_span_ttl,
+        )
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._warned_no_transport = False
+        self._ingest = _ingest_address(self._config.dsn)
+        self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
+        self._scrub_event = _event_scrubber(self._config)
+        self.delivered_transactions = 0
+        self.lost_transactions = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            with self._lock:
+                self._export_locked(spans)
+        except Exception:  # never let a mapping bug take the batch thread down
+            _logger.exception("otel-bridge: failed to convert spans for Sentry")
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        with self._lock:
+            for assembled in self._assembler.drain():
+                self._deliver_transaction(assembled, self._deadline())
+            self._report_assembly_drops()
+            self._shutdown = True
+        transport = self._transport_source()
+        if transport is not None:
+            transport.flush(self._config.shutdown_timeout)
+
+    def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
+        now = self._clock()
+        own = [span for span in spans if not self._is_ingest_request(span)]
+        ready = self._assembler.add(own, now)
+        self._assembler.expire(now)
+        deadline = self._deadline()
+        for assembled in ready:
+            self._deliver_transaction(assembled, deadline)
+        self._report_assembly_drops()
+
+    def _deadline(self) -> float:
+        return self._clock() + self._config.shutdown_timeout
+
+    def _deliver_transaction(self, assembled: AssembledTransaction, deadline: float) -> None:
+        transport = self._transport_source()
+        if transport is None:
+            self._warn_no_transport()
+            self.lost_transactions += 1
+            return
+        root = assembled.root
+        if root.context is None or not root.context.trace_flags.sampled:
+            return
+        self._report_span_errors(assembled)
+        span_count = len(assembled.descendants) + 1
+        if _transactions_rate_limited(transport):
+            # Sentry asked us to back off: don't spend CPU building what would be dropped.
+            transport.record_lost_event(
+                "ratelimit_backoff", data_category="transaction", quantity=1
+            )
+            transport.record_lost_event("ratelimit_backoff", data_category="span",
+                                        quantity=span_count)
+            self.lost_transactions += 1
+            return
+        config = self._config
+        parent_hex = (
+            format(assembled.parent_span_id, "016x")
+            if assembled.parent_span_id is not None
+            else None
+        )
+        event = transaction_event(
+            root,
+            assembled.descendants,
+            release=config.release,
+            environment=config.environment,
+            parent_span_id=parent_hex,
+        )
+        event = self._scrub_event(event)
+        name, source = transaction_name_and_source(root)
+        dsc = dsc_for_finished_root(
+            root,
+            public_key=self._public_key,
+            release=event.get("release"),
+            environment=event.get("environment"),
+            transaction=name,
+            transaction_source=source,
+        )
+        headers: dict[str, object] = {
+            "event_id": event["event_id"],
+            "sent_at": format_timestamp(datetime.now(timezone.utc)),
+        }
+        if dsc:
+            headers["trace"] = dsc
+        envelope = Envelope(headers=headers)
+        envelope.add_transaction(event)
+        if not _wait_for_room(transport, deadline, self._clock):
+            self.lost_transactions += 1
+            # capture_envelope records the overflow as a client report itself.
+        else:
+            self.delivered_transactions += 1
+        transport.capture_envelope(envelope)
+
+    def _report_span_errors(self, assembled: AssembledTransaction) -> None:
+        mode = self._config.span_errors
+        if mode == "none":
+            return
+        client = sentry_sdk.get_client()
+        if not client.is_active():
+            return
+        for span in (assembled.root, *assembled.descendants):
+            if not span.events or not should_report_span_errors(span, mode):
+                continue
+            for event in exception_error_events(
+                span, release=self._config.release, environment=self._config.environment
+            ):
+                key = _event_exception_key(event)
+                if key is not None and key in self._runtime.captured:
+                    continue  # sentry-sdk already reported this exception, with frames
+                if key is not None:
+                    self._runtime.captured.add(key)
+                event.setdefault("event_id", uuid.uuid4().hex)
+                client.capture_event(event)
+
+    def _report_assembly_drops(self) -> None:
+        dropped = self._assembler.stats.take_dropped()
+        if not dropped:
+            return
+        transport = self._transport_source()
+        if transport is not None:
+            transport.record_lost_event("buffer_overflow", data_category="span", quantity=dropped)
+        _logger.debug("otel-bridge: dropped %d spans whose local root never ended", dropped)
+
+    def _warn_no_transport(self) -> None:
+        if not self._warned_no_transport:
+            self._warned_no_transport = True
+            _logger.error(
+                "otel-bridge: the `sentry` trace exporter is active but sentry-sdk is not "
+                "started (is SENTRY_DSN set and valid?); transactions are dropped"
+            )
+
+    def _is_ingest_request(self, span: ReadableSpan) -> bool:
+        """Spans of our own requests to the ingest (belt and braces: the transport already
+        suppresses instrumentation while it sends)."""
+        if self._ingest is None or span.kind is not SpanKind.CLIENT or not span.attributes:
+            return False
+        attributes = span.attributes
+        host = attributes.get("server.address", attributes.get("net.peer.name"))
+        port = attributes.get("server.port", attributes.get("net.peer.port"))
+        if host is not None:
+            return (str(host), int(port) if isinstance(port, int) else None) in (
+                self._ingest,
+                (self._ingest[0], None),
+            )
+        url = attributes.get("url.full", attributes.get("http.url"))
+        return isinstance(url, str) and f"//{self._ingest[0]}" in url
+
+
+def _event_scrubber(config: BridgeConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    if not config.scrub_enabled:
+        return lambda event: event
+    from otel_bridge.scrub import Scrubber
+
+    return Scrubber.from_config(config).scrub_event
+
+
+def _ingest_address(dsn: str | None) -> tuple[str, int | None] | None:
+    if not dsn:
+        return None
+    parsed = Dsn(dsn)
+    return (parsed.host, parsed.port)
+
+
+def _event_exception_key(event: dict[str, Any]) -> tuple[str, str, str] | None:
+    values = event.get("exception", {}).get("values") or []
+    trace_id = event.get("contexts", {}).get("trace", {}).get("trace_id")
+    if not values or not trace_id:
+        return None
+    last = values[-1]
+    return exception_key(trace_id, str(last.get("type", "")), str(last.get("value", "")))
+
+
+def _transactions_rate_limited(transport: Transport) -> bool:
+    # `_check_disabled` is sentry-sdk's own rate-limit lookup; without it we simply build the
+    # envelope and let the transport drop it.
+    check = getattr(transport, "_check_disabled", None)
+    return bool(check("transaction")) if callable(check) else False
+
+
+def _wait_for_room(transport: Transport, deadline: float, clock: Callable[[], float]) -> bool:
+    """Wait until sentry-sdk's transport queue can take one more envelope."""
+    worker = getattr(transport, "_worker", None)
+    full = getattr(worker, "full", None)
+    if not callable(full):
+        return True
+    while full():
+        if clock() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True

@@ -1,0 +1,643 @@
+"""Pure mapping from finished OpenTelemetry spans to Sentry payload dicts.
+
+Nothing here does I/O, holds state or starts threads: every function takes ``ReadableSpan``s
+(or a ``Resource``) and returns plain, JSON-safe dicts. The exporter decides what to send
+and when. Both generations of the HTTP and database semantic conventions are read (stable
+names first), because contrib instrumentations emit one, the other or both depending on
+``OTEL_SEMCONV_STABILITY_OPT_IN``. The rules are tabulated in ``docs/mapping.md``.
+
+sentry-sdk's own (deprecated) ``SentrySpanProcessor`` holds a version of these rules, but it
+reads old attribute names only and writes into live sentry-sdk spans, so it cannot be reused.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.version import __version__ as _otel_sdk_version
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import Attributes
+
+from otel_bridge import __version__ as _bridge_version
+
+ORIGIN = "auto.otel"
+DEFAULT_OP = "default"
+DEFAULT_ENVIRONMENT = "production"
+TRANSACTION_SOURCES = frozenset({"custom", "url", "route", "view", "component", "task"})
+
+# Sentry's documented tag limits; Relay drops tags that break them, so we clean instead.
+MAX_TAG_KEY_LENGTH = 32
+MAX_TAG_VALUE_LENGTH = 200
+
+_HTTP_STATUS = {
+    400: "failed_precondition",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    409: "aborted",
+    429: "resource_exhausted",
+    499: "cancelled",
+    500: "internal_error",
+    501: "unimplemented",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
+
+# gRPC status codes 0..16 in order, as Sentry names them.
+_GRPC_STATUS = (
+    "ok",
+    "cancelled",
+    "unknown_error",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal_error",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+)
+_GRPC_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+_GRPC_BY_NAME = dict(zip(_GRPC_NAMES, _GRPC_STATUS, strict=True))
+
+_REQUEST_HEADER_PREFIX = "http.request.header."
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+
+def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
+    return span.attributes or {}
+
+
+def _first_str(attrs: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def json_safe(value: Any) -> Any:
+    """A value Sentry's JSON parser accepts: sequences become lists, NaN/inf become strings.
+
+    Relay rejects non-finite numbers, which ``json.dumps`` would write as bare ``NaN``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(item) for item in value]
+    return str(value)
+
+
+def attributes_dict(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
+    """OTel attributes (or resource attributes) as a JSON-safe dict."""
+    if not attributes:
+        return {}
+    return {str(key): json_safe(value) for key, value in attributes.items()}
+
+
+def sentry_tag_key(key: str) -> str:
+    """A tag key Sentry accepts: ``[a-zA-Z0-9_.:-]``, at most 32 characters."""
+    cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.:-") else "_" for ch in key)
+    return cleaned[:MAX_TAG_KEY_LENGTH]
+
+
+def sentry_tag_value(value: str) -> str:
+    """A tag value Sentry accepts: no line breaks, at most 200 characters, trimmed."""
+    cleaned = " ".join(value.split())
+    if len(cleaned) > MAX_TAG_VALUE_LENGTH:
+        cleaned = cleaned[: MAX_TAG_VALUE_LENGTH - 1] + "…"
+    return cleaned
+
+
+def sentry_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tags cleaned to Sentry's limits; entries left empty by cleaning are dropped."""
+    result: dict[str, str] = {}
+    for key, value in tags.items():
+        if value is None:
+            continue
+        clean_key = sentry_tag_key(str(key))
+        clean_value = sentry_tag_value(str(value))
+        if clean_key and clean_value:
+            result[clean_key] = clean_value
+    return result
+
+
+def format_trace_id(trace_id: int) -> str:
+    return f"{trace_id:032x}"
+
+
+def format_span_id(span_id: int) -> str:
+    return f"{span_id:016x}"
+
+
+def _seconds(nanoseconds: int | None) -> float:
+    return (nanoseconds or 0) / 1e9
+
+
+def _strip_url(url: str, *, keep_host: bool = True) -> str:
+    """A URL without userinfo, query and fragment (or just its path with keep_host=False)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    if not keep_host or not parts.netloc:
+        return parts.path or "/"
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal loses its brackets in .hostname
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _strip_query(target: str) -> str:
+    return target.split("?", 1)[0].split("#", 1)[0]
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+def http_method(span: ReadableSpan) -> str | None:
+    """The request method, stable name first; ``_OTHER`` resolves to the original method."""
+    attrs = _attrs(span)
+    method = _first_str(attrs, "http.request.method", "http.method")
+    if method == "_OTHER":
+        method = _first_str(attrs, "http.request.method_original") or method
+    return method
+
+
+def http_status_code(span: ReadableSpan) -> int | None:
+    attrs = _attrs(span)
+    for key in ("http.response.status_code", "http.status_code"):
+        code = _as_int(attrs.get(key))
+        if code is not None:
+            return code
+    return None
+
+
+def _full_url(attrs: Mapping[str, Any]) -> str | None:
+    return _first_str(attrs, "url.full", "http.url")
+
+
+def _http_path(attrs: Mapping[str, Any]) -> str | None:
+    """The request path without query: ``url.path``, ``http.target``, else from the full URL."""
+    path = _first_str(attrs, "url.path")
+    if path:
+        return path
+    target = _first_str(attrs, "http.target")
+    if target:
+        return _strip_query(target) or "/"
+    url = _full_url(attrs)
+    if url:
+        return _strip_url(url, keep_host=False)
+    return None
+
+
+def is_http_server(span: ReadableSpan) -> bool:
+    return span.kind is SpanKind.SERVER and http_method(span) is not None
+
+
+def _http_description(span: ReadableSpan, method: str) -> str:
+    attrs = _attrs(span)
+    if span.kind is SpanKind.CLIENT:
+        # Client spans name the remote resource; Sentry's requests module groups by host.
+        url = _full_url(attrs)
+        if url:
+            return f"{method} {_strip_url(url)}"
+        target = _first_str(attrs, "http.route") or _http_path(attrs)
+        return f"{method} {target}" if target else method
+    target = _first_str(attrs, "http.route") or _http_path(attrs)
+    return f"{method} {target}" if target else method
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _status_from_http(code: int) -> str | None:
+    if code in _HTTP_STATUS:
+        return _HTTP_STATUS[code]
+    if 400 <= code < 500:
+        return "invalid_argument"
+    if 500 <= code < 600:
+        return "internal_error"
+    return None
+
+
+def _status_from_grpc(value: Any) -> str | None:
+    code = _as_int(value)
+    if code is not None:
+        return _GRPC_STATUS[code] if 0 < code < len(_GRPC_STATUS) else None
+    if isinstance(value, str):
+        status = _GRPC_BY_NAME.get(value.strip().upper())
+        return status if status != "ok" else None
+    return None
+
+
+def sentry_status(span: ReadableSpan) -> str:
+    """Sentry span status from the OTel status.
+
+    UNSET and OK give ``ok`` (the instrumentation decides what is an error: a server's 404
+    is not one for OTel). ERROR is refined by the HTTP status code (>= 400), then the gRPC
+    code (non-zero), else ``unknown_error``; an ERROR span never maps to ``ok``.
+    """
+    if span.status.status_code is not StatusCode.ERROR:
+        return "ok"
+    code = http_status_code(span)
+    if code is not None:
+        status = _status_from_http(code)
+        if status is not None:
+            return status
+    attrs = _attrs(span)
+    for key in ("rpc.grpc.status_code", "rpc.response.status_code"):
+        status = _status_from_grpc(attrs.get(key))
+        if status is not None:
+            return status
+    return "unknown_error"
+
+
+# -- op and description --------------------------------------------------------------------
+
+
+def _messaging_op(span: ReadableSpan) -> str:
+    if span.kind is SpanKind.PRODUCER:
+        return "queue.publish"
+    if span.kind is SpanKind.CONSUMER:
+        return "queue.process"
+    operation = _first_str(_attrs(span), "messaging.operation.type", "messaging.operation")
+    if operation in ("publish", "send", "create"):
+        return "queue.publish"
+    if operation in ("process", "receive", "deliver"):
+        return "queue.process"
+    return "message"
+
+
+def op_and_description(span: ReadableSpan) -> tuple[str, str]:
+    """Sentry ``op`` and ``description`` of a span, first matching rule wins.
+
+    1. ``sentry.op`` attribute: explicit override (our WebSocket instrumentations set
+       ``websocket.server``/``websocket.client``); description is the span name.
+    2. ``websocket.message.type``: ``websocket.server`` for SERVER/CONSUMER spans, else
+       ``websocket.client``; description is the span name.
+    3. HTTP method (``http.request.method``/``http.method``): ``http.server``/``http.client``
+       by kind (``http`` for other kinds). Description ``METHOD target``: for servers the
+       ``http.route``, else the path (``url.path``, ``http.target``, path of
+       ``url.full``/``http.url``); for clients the full URL without credentials, query and
+       fragment.
+    4. ``db.system.name``/``db.system``: ``db``, description ``db.query.text``/
+       ``db.statement``, else the span name.
+    5. ``rpc.service``: ``rpc``, description the span name.
+    6. ``messaging.system``, or kind PRODUCER/CONSUMER: ``queue.publish`` (PRODUCER),
+       ``queue.process`` (CONSUMER), else from ``messaging.operation[.type]``, else
+       ``message``; description the span name. (Celery's spans carry no
+       ``messaging.system`` but are PRODUCER/CONSUMER.)
+    7. ``faas.trigger``: the trigger value (``http``, ``pubsub``, ``timer``, ...).
+    8. Anything else: ``default`` — Sentry's op for spans it knows nothing about; using the
+       span name would make ops unbounded and INTERNAL does not mean ``function``.
+    """
+    attrs = _attrs(span)
+    name = span.name
+    explicit = _first_str(attrs, "sentry.op")
+    if explicit:
+        return explicit, name
+    if "websocket.message.type" in attrs:
+        server_side = span.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
+        return ("websocket.server" if server_side else "websocket.client"), name
+    method = http_method(span)
+    if method:
+        if span.kind is SpanKind.SERVER:
+            op = "http.server"
+        elif span.kind is SpanKind.CLIENT:
+            op = "http.client"
+        else:
+            op = "http"
+        return op, _http_description(span, method)
+    if _first_str(attrs, "db.system.name", "db.system"):
+        return "db", _first_str(attrs, "db.query.text", "db.statement") or name
+    if _first_str(attrs, "rpc.service"):
+        return "rpc", name
+    if _first_str(attrs, "messaging.system") or span.kind in (
+        SpanKind.PRODUCER,
+        SpanKind.CONSUMER,
+    ):
+        return _messaging_op(span), name
+    trigger = _first_str(attrs, "faas.trigger")
+    if trigger:
+        return trigger, name
+    return DEFAULT_OP, name
+
+
+# -- transaction name ----------------------------------------------------------------------
+
+
+def transaction_name_and_source(span: ReadableSpan) -> tuple[str, str]:
+    """Transaction name and ``transaction_info.source`` for a local root.
+
+    - HTTP with ``http.route``: ``"METHOD route"``, source ``route`` (Django 0.66 puts
+      ``orders/<int:id>/`` there and names the span the same way).
+    - HTTP without route: ``"METHOD path"`` (clients: ``"METHOD url"`` without query or
+      credentials), source ``url``; without path either: the span name, source ``custom``.
+    - CONSUMER spans, or spans with ``code.function``/``code.function.name``: tasks, named
+      by ``celery.task_name`` when present, else the span name; source ``task``.
+    - Anything else: the span name, source ``custom``.
+
+    A ``sentry.source`` attribute holding a valid Sentry source overrides the source.
+    """
+    name, source = _natural_name(span)
+    override = _first_str(_attrs(span), "sentry.source")
+    if override in TRANSACTION_SOURCES:
+        source = override
+    return name, source
+
+
+def _natural_name(span: ReadableSpan) -> tuple[str, str]:
+    attrs = _attrs(span)
+    method = http_method(span)
+    if method:
+        route = _first_str(attrs, "http.route")
+        if route:
+            return f"{method} {route}", "route"
+        if span.kind is SpanKind.CLIENT and _full_url(attrs):
+            return _http_description(span, method), "url"
+        path = _http_path(attrs)
+        if path:
+            return f"{method} {path}", "url"
+        return span.name, "custom"
+    if span.kind is SpanKind.CONSUMER or _first_str(attrs, "code.function", "code.function.name"):
+        return _first_str(attrs, "celery.task_name") or span.name, "task"
+    return span.name, "custom"
+
+
+# -- spans and events ----------------------------------------------------------------------
+
+
+def _origin(span: ReadableSpan) -> str:
+    return _first_str(_attrs(span), "sentry.origin") or ORIGIN
+
+
+def span_data(span: ReadableSpan) -> dict[str, Any]:
+    """All attributes, JSON-safe, plus ``otel.kind`` as the kind's name (``"SERVER"``).
+
+    The name rather than the enum's number (DESIGN.md says "numeric"): it reads in Sentry's
+    UI without a lookup table.
+    """
+    data = attributes_dict(span.attributes)
+    data["otel.kind"] = span.kind.name
+    return data
+
+
+def _ids(span: ReadableSpan) -> tuple[str, str]:
+    context = span.get_span_context()
+    if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
+        raise ValueError(f"span {span.name!r} has no span context")
+    return format_trace_id(context.trace_id), format_span_id(context.span_id)
+
+
+def span_parent_id(span: ReadableSpan) -> str | None:
+    return format_span_id(span.parent.span_id) if span.parent is not None else None
+
+
+def sentry_span(span: ReadableSpan) -> dict[str, Any]:
+    """One entry of a transaction's ``spans[]``."""
+    trace_id, span_id = _ids(span)
+    op, description = op_and_description(span)
+    end = span.end_time if span.end_time is not None else span.start_time
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": span_parent_id(span),
+        "op": op,
+        "description": description,
+        "status": sentry_status(span),
+        "start_timestamp": _seconds(span.start_time),
+        "timestamp": _seconds(end),
+        "origin": _origin(span),
+        "data": span_data(span),
+    }
+
+
+def event_fields_from_resource(
+    resource: Resource, *, release: str | None, environment: str | None
+) -> dict[str, Any]:
+    """``release``, ``environment``, ``server_name`` and ``tags`` of an event.
+
+    The ``release``/``environment`` arguments (``SENTRY_RELEASE``/``SENTRY_ENVIRONMENT``)
+    win over ``service.version`` and ``deployment.environment.name`` (or the older
+    ``deployment.environment``); the environment defaults to ``production`` like
+    sentry-sdk's. ``release`` and ``server_name`` are left out when unknown.
+    """
+    attrs = resource.attributes
+    fields: dict[str, Any] = {}
+    resolved_release = release or _first_str(attrs, "service.version")
+    if resolved_release:
+        fields["release"] = resolved_release
+    fields["environment"] = (
+        environment
+        or _first_str(attrs, "deployment.environment.name", "deployment.environment")
+        or DEFAULT_ENVIRONMENT
+    )
+    server_name = _first_str(attrs, "host.name")
+    if server_name:
+        fields["server_name"] = server_name
+    fields["tags"] = sentry_tags({"service.name": _first_str(attrs, "service.name")})
+    return fields
+
+
+def sdk_info() -> dict[str, Any]:
+    import sentry_sdk
+
+    return {
+        "name": "otel-bridge",
+        "version": _bridge_version,
+        "packages": [
+            {"name": "pypi:otel-bridge", "version": _bridge_version},
+            {"name": "pypi:opentelemetry-sdk", "version": _otel_sdk_version},
+            {"name": "pypi:sentry-sdk", "version": sentry_sdk.VERSION},
+        ],
+    }
+
+
+def _request_url(attrs: Mapping[str, Any]) -> str | None:
+    url = _full_url(attrs)
+    if url:
+        return _strip_url(url)
+    scheme = _first_str(attrs, "url.scheme", "http.scheme") or "http"
+    host = _first_str(attrs, "http.host", "server.address", "http.server_name", "net.host.name")
+    if not host:
+        return None
+    port = _as_int(attrs.get("server.port", attrs.get("net.host.port")))
+    if port is not None and ":" not in host and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{_http_path(attrs) or '/'}"
+
+
+def _query_string(attrs: Mapping[str, Any]) -> str | None:
+    query = _first_str(attrs, "url.query")
+    if query:
+        return query
+    for target in (_first_str(attrs, "http.target"), _full_url(attrs)):
+        if target and "?" in target:
+            return target.split("?", 1)[1].split("#", 1)[0] or None
+    return None
+
+
+def request_info(span: ReadableSpan) -> dict[str, Any]:
+    """Sentry's ``request`` interface from an HTTP server span (secrets are scrubbed later).
+
+    Captured request headers (``http.request.header.<name>``, see contrib's
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``) become ``headers``.
+    """
+    attrs = _attrs(span)
+    request: dict[str, Any] = {"method": http_method(span)}
+    url = _request_url(attrs)
+    if url:
+        request["url"] = url
+    query = _query_string(attrs)
+    if query:
+        request["query_string"] = query
+    headers = {
+        key[len(_REQUEST_HEADER_PREFIX) :].replace("_", "-"): (
+            ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        )
+        for key, value in attrs.items()
+        if key.startswith(_REQUEST_HEADER_PREFIX)
+    }
+    if headers:
+        request["headers"] = headers
+    return request
+
+
+def _runtime_context(resource: Resource) -> dict[str, Any] | None:
+    attrs = resource.attributes
+    name = _first_str(attrs, "process.runtime.name")
+    if not name:
+        return None
+    runtime = {"name": name}
+    version = _first_str(attrs, "process.runtime.version")
+    if version:
+        runtime["version"] = version
+    return runtime
+
+
+def base_event(
+    span: ReadableSpan, *, release: str | None, environment: str | None
+) -> dict[str, Any]:
+    """Fields shared by transaction and error events built from one span."""
+    event: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "platform": "python",
+        **event_fields_from_resource(span.resource, release=release, environment=environment),
+        "sdk": sdk_info(),
+    }
+    contexts: dict[str, Any] = {
+        "otel": {
+            "attributes": attributes_dict(span.attributes),
+            "resource": attributes_dict(span.resource.attributes),
+        }
+    }
+    runtime = _runtime_context(span.resource)
+    if runtime:
+        contexts["runtime"] = runtime
+    if is_http_server(span):
+        event["request"] = request_info(span)
+        status_code = http_status_code(span)
+        if status_code is not None:
+            contexts["response"] = {"status_code": status_code}
+    event["contexts"] = contexts
+    return event
+
+
+def trace_context(span: ReadableSpan, *, parent_id: str | None = None) -> dict[str, Any]:
+    """``contexts.trace`` of an event about ``span``; ``parent_id`` overrides its parent."""
+    trace_id, span_id = _ids(span)
+    op, _ = op_and_description(span)
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent_id if parent_id is not None else span_parent_id(span),
+        "op": op,
+        "status": sentry_status(span),
+        "origin": _origin(span),
+    }
+
+
+def transaction_event(
+    root: ReadableSpan,
+    descendants: Sequence[ReadableSpan],
+    *,
+    release: str | None,
+    environment: str | None,
+    parent_span_id: str | None = None,
+) -> dict[str, Any]:
+    """A Sentry transaction event for a local root and its local descendants.
+
+    ``parent_span_id`` is for follow-up transactions (children that ended after their root):
+    it names the span they hang under; otherwise the root's own (remote) parent is used.
+    """
+    name, source = transaction_name_and_source(root)
+    end = root.end_time if root.end_time is not None else root.start_time
+    event = base_event(root, release=release, environment=environment)
+    trace = trace_context(root, parent_id=parent_span_id)
+    trace["data"] = span_data(root)
+    event["contexts"]["trace"] = trace
+    event.update(
+        {
+            "type": "transaction",
+            "transaction": name,
+            "transaction_info": {"source": source},
+            "start_timestamp": _seconds(root.start_time),
+            "timestamp": _seconds(end),
+            "spans": [sentry_span(span) for span in descendants],
+        }
+    )
+    return event

@@ -1,0 +1,62 @@
+"""The one place of process-wide state.
+
+OpenTelemetry builds exporters and propagators from entry points with no arguments, and
+sentry-sdk's event processors are global, so the pieces the configurator sets up find each
+other here. Nothing else in the package keeps module-level state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from otel_bridge.config import BridgeConfig, load_config
+
+
+class CapturedExceptions:
+    """Exceptions sentry-sdk already turned into error events, keyed by
+    (trace id, exception type, message), so the span pipeline does not report them twice."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._keys: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self._capacity:
+                self._keys.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+
+@dataclass
+class Runtime:
+    config: BridgeConfig
+    captured: CapturedExceptions = field(default_factory=CapturedExceptions)
+    sentry_started: bool = False
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The runtime set up by the configurator, or one read from the environment now (for
+    code used without ``opentelemetry-instrument``)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(load_config())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime) -> None:
+    global _runtime
+    with _lock:
+        _runtime = runtime

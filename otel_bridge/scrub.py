@@ -1,0 +1,654 @@
+"""The one place where secrets and personal data are removed.
+
+A single :class:`Scrubber` is used for span attributes and span events (through
+:class:`ScrubbingSpanProcessor`, before any exporter sees a span), for Sentry error events,
+transactions, breadcrumbs and logs (through :class:`SentryScrubHooks`) and for OTel log
+records (:meth:`Scrubber.scrub_log_record`).
+
+Written by hand because neither library does what we need: sentry-sdk's ``EventScrubber``
+matches whole keys only (``user_password`` passes) and never looks at URLs, SQL or message
+text, and opentelemetry-sdk has no scrubbing at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Status
+
+if TYPE_CHECKING:
+    from otel_bridge.config import BridgeConfig
+
+FILTERED = "[Filtered]"
+
+DEFAULT_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "session",
+    "csrf",
+    "private_key",
+)
+
+# Attribute conventions, old and stable names both.
+URL_ATTRIBUTES = frozenset({"url.full", "http.url", "http.target", "url.original", "url"})
+QUERY_ATTRIBUTES = frozenset({"url.query", "http.query", "query_string"})
+SQL_ATTRIBUTES = frozenset({"db.query.text", "db.statement"})
+TEXT_ATTRIBUTES = frozenset(
+    {
+        "exception.message",
+        "exception.stacktrace",
+        "message.text",
+        "breadcrumb.message",
+        "log.message",
+        "code.stacktrace",
+    }
+)
+# Personal data that only leaves with send_default_pii: the client's IP and e-mail.
+PII_ATTRIBUTES = frozenset(
+    {
+        "client.address",
+        "http.client_ip",
+        "net.peer.ip",
+        "net.sock.peer.addr",
+        "network.peer.address",
+        "user.email",
+        "enduser.email",
+        # contrib instrumentations write header names with "_" for "-"
+        "http.request.header.x_forwarded_for",
+        "http.request.header.x-forwarded-for",
+        "http.request.header.x_real_ip",
+        "http.request.header.x-real-ip",
+        "http.request.header.forwarded",
+    }
+)
+_PII_HEADERS = frozenset({"x_forwarded_for", "x_real_ip", "forwarded", "remote_addr"})
+
+_MAX_DEPTH = 20
+
+
+def _normalise(word: str) -> str:
+    return word.strip().lower().replace("-", "_")
+
+
+def _key_regex(keys: Sequence[str]) -> str:
+    # "api_key" must also match "api-key" and "apikey"-style spellings in free text.
+    parts = []
+    for key in sorted({_normalise(k) for k in keys if k.strip()}, key=len, reverse=True):
+        parts.append("[-_]?".join(re.escape(piece) for piece in key.split("_")))
+    return "|".join(parts)
+
+
+class Scrubber:
+    """Removes secrets (always) and personal data (unless ``send_default_pii``).
+
+    Keys are matched case-insensitively as substrings, with ``-`` and ``_`` treated alike,
+    against :data:`DEFAULT_KEYS` plus ``extra_keys``; a matching value becomes ``[Filtered]``.
+    """
+
+    def __init__(
+        self,
+        extra_keys: Sequence[str] = (),
+        send_default_pii: bool = False,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.send_default_pii = send_default_pii
+        self.keys: tuple[str, ...] = tuple(
+            dict.fromkeys(_normalise(k) for k in (*DEFAULT_KEYS, *extra_keys) if k.strip())
+        )
+        words = _key_regex(self.keys)
+        key_chars = r"[\w.\-\[\]]"
+        self._kv_re = re.compile(
+            rf"(?P<key>{key_chars}{{0,64}}(?:{words}){key_chars}{{0,64}})(?P<close>[\"']?)(?P<sep>\s*[:=]\s*)"
+            r"(?P<value>\[Filtered\]|(?:bearer|basic|digest|token)\s+[^\s,;&\"']+"
+            r"|\"[^\"]*\"|'[^']*'|[^\s&,;\"'}\])<>]+)",
+            re.IGNORECASE,
+        )
+        self.is_sensitive_key = lru_cache(maxsize=4096)(self._is_sensitive_key)
+
+    @classmethod
+    def from_config(cls, config: BridgeConfig) -> Scrubber:
+        return cls(
+            extra_keys=config.scrub_keys,
+            send_default_pii=config.send_default_pii,
+            enabled=config.scrub_enabled,
+        )
+
+    def _is_sensitive_key(self, key: str) -> bool:
+        normalised = _normalise(key)
+        return any(word in normalised for word in self.keys)
+
+    # -- mappings ---------------------------------------------------------------------------
+
+    def scrub_mapping(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``data`` (recursively) with every sensitive key's value filtered."""
+        if not self.enabled:
+            return dict(data)
+        return self._mapping(data, text=False, depth=0)
+
+    def _mapping(self, data: Mapping[Any, Any], *, text: bool, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in data.items():
+            name = str(key)
+            if self.is_sensitive_key(name):
+                result[key] = self._filtered_like(value)
+            elif not self.send_default_pii and (
+                _normalise(name) in _PII_HEADERS or name in PII_ATTRIBUTES
+            ):
+                continue
+            else:
+                result[key] = self._value(name, value, text=text, depth=depth + 1)
+        return result
+
+    def _value(self, key: str, value: Any, *, text: bool, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            return FILTERED
+        if isinstance(value, str):
+            lowered = key.lower()
+            if lowered in URL_ATTRIBUTES:
+                return self.scrub_url(value)
+            if lowered in QUERY_ATTRIBUTES:
+                return self.scrub_query(value)
+            if lowered in SQL_ATTRIBUTES:
+                return self.scrub_sql(value)
+            return self.scrub_text(value) if text else value
+        if isinstance(value, int | float | bytes | type(None)):
+            return value
+        if isinstance(value, list | tuple):
+            items = [self._value(key, item, text=text, depth=depth + 1) for item in value]
+            return tuple(items) if isinstance(value, tuple) else items
+        if isinstance(value, Mapping):
+            return self._mapping(value, text=text, depth=depth)
+        if text:
+            # An object (a request, say) would be rendered with its repr later, secrets and all;
+            # render it now, scrubbed.
+            try:
+                return self.scrub_text(repr(value))
+            except Exception:
+                return FILTERED
+        return value
+
+    @staticmethod
+    def _filtered_like(value: Any) -> Any:
+        # OTel attribute values must stay valid: a sequence stays a sequence of strings.
+        if isinstance(value, tuple):
+            return (FILTERED,) if value else ()
+        if isinstance(value, list):
+            return [FILTERED] if value else []
+        return FILTERED
+
+    # -- URLs -------------------------------------------------------------------------------
+
+    def scrub_query(self, query: str) -> str:
+        """``a=1&token=x`` -> ``a=1&token=[Filtered]`` (order and encoding kept)."""
+        if not self.enabled or not query:
+            return query
+        parts = []
+        for part in re.split(r"([&;])", query):
+            key, sep, _value = part.partition("=")
+            if sep and self.is_sensitive_key(unquote_plus(key)):
+                parts.append(f"{key}={FILTERED}")
+            else:
+                parts.append(part)
+        return "".join(parts)
+
+    def scrub_url(self, url: str) -> str:
+        """Credentials in the authority removed; sensitive query (and fragment) values filtered."""
+        if not self.enabled or not url:
+            return url
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return self.scrub_text(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{FILTERED}:{FILTERED}@{host}" if ":" in userinfo else f"{FILTERED}@{host}"
+        fragment = self.scrub_query(parts.fragment) if "=" in parts.fragment else parts.fragment
+        return urlunsplit(
+            (parts.scheme, netloc, parts.path, self.scrub_query(parts.query), fragment)
+        )
+
+    # -- SQL --------------------------------------------------------------------------------
+
+    _SQL_LITERAL = re.compile(
+        r"""(?:[EeNnXxBb]?'(?:[^'\\]|''|\\.)*')"""  # string literals, '' and \' escapes
+        r"""|(?:\$(?P<tag>\w*)\$.*?\$(?P=tag)\$)"""  # PostgreSQL dollar quoting
+        r"""|(?<![\w$.:])-?(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w.])""",
+        re.DOTALL,
+    )
+
+    def scrub_sql(self, sql: str) -> str:
+        """String and numeric literals become ``%s``: ``WHERE password = 'x'`` leaks nothing."""
+        if not self.enabled or not sql:
+            return sql
+        return self._SQL_LITERAL.sub("%s", sql)
+
+    # -- free text --------------------------------------------------------------------------
+
+    _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
+    _BEARER_HINT = re.compile(r"bearer|basic|digest", re.IGNORECASE)
+    _BEARER = re.compile(r"\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE)
+
+    def scrub_text(self, text: str) -> str:
+        """For messages: URLs, ``key=value``/``key: value`` with a sensitive key, bearer tokens."""
+        if not self.enabled or not text:
+            return text
+        if ":" not in text and "=" not in text and not self._BEARER_HINT.search(text):
+            return text  # the common case (a span name, a plain message) costs one scan
+        text = self._URL_IN_TEXT.sub(lambda m: self.scrub_url(m.group(0)), text)
+        text = self._kv_re.sub(self._replace_kv, text)
+        return self._BEARER.sub(lambda m: f"{m.group(1)} {FILTERED}", text)
+
+    @staticmethod
+    def _replace_kv(match: re.Match[str]) -> str:
+        value = match.group("value")
+        if value == FILTERED:
+            return match.group(0)
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        head = match.group("key") + match.group("close") + match.group("sep")
+        return f"{head}{quote}{FILTERED}{quote}"
+
+    # -- OTel attributes --------------------------------------------------------------------
+
+    def scrub_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """OTel conventions: URLs, queries, SQL, headers, exception text, client IP/e-mail."""
+        if not self.enabled:
+            return dict(attributes)
+        result: dict[str, Any] = {}
+        # Runs on the request thread for every span: the common cases come first and cheap.
+        for key, value in attributes.items():
+            if not self.send_default_pii and key in PII_ATTRIBUTES:
+                continue
+            sensitive = self.is_sensitive_key(key)
+            if isinstance(value, str):
+                if key in TEXT_ATTRIBUTES:
+                    result[key] = self.scrub_text(value)
+                elif sensitive:
+                    result[key] = FILTERED
+                elif key in URL_ATTRIBUTES:
+                    result[key] = self.scrub_url(value)
+                elif key in QUERY_ATTRIBUTES:
+                    result[key] = self.scrub_query(value)
+                elif key in SQL_ATTRIBUTES:
+                    result[key] = self.scrub_sql(value)
+                else:
+                    result[key] = value
+            elif isinstance(value, bool | int | float):
+                result[key] = FILTERED if sensitive and not _is_token_count(key, value) else value
+            elif sensitive:
+                result[key] = self._filtered_like(value)
+            else:
+                result[key] = self._value(key, value, text=False, depth=1)
+        return result
+
+    # -- Sentry events ----------------------------------------------------------------------
+
+    def scrub_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Scrub a whole Sentry event (error or transaction) in place and return it."""
+        if not self.enabled:
+            return event
+        request = event.get("request")
+        if isinstance(request, dict):
+            self._scrub_request(request)
+        user = event.get("user")
+        if isinstance(user, dict):
+            if not self.send_default_pii:
+                user.pop("ip_address", None)
+                user.pop("email", None)
+            event["user"] = self._deep(user)
+        crumbs = event.get("breadcrumbs")
+        values = crumbs.get("values") if isinstance(crumbs, dict) else crumbs
+        if isinstance(values, list):
+            for crumb in values:
+                if isinstance(crumb, dict):
+                    self.scrub_breadcrumb(crumb)
+        for key in ("extra", "contexts", "tags", "modules_extra"):
+            if isinstance(event.get(key), dict | list):
+                event[key] = self._deep(event[key])
+        for key in ("message", "transaction"):
+            if isinstance(event.get(key), str):
+                event[key] = self.scrub_text(event[key])
+        self._scrub_logentry(event.get("logentry"))
+        for container in ("exception", "threads"):
+            self._scrub_exceptions(event.get(container))
+        spans = event.get("spans")
+        if isinstance(spans, list):
+            for span in spans:
+                if isinstance(span, dict):
+                    self.scrub_sentry_span(span)
+        return event
+
+    def _deep(self, value: Any) -> Any:
+        return self._value("", value, text=True, depth=0)
+
+    def _scrub_request(self, request: dict[str, Any]) -> None:
+        if isinstance(request.get("url"), str):
+            request["url"] = self.scrub_url(request["url"])
+        query = request.get("query_string")
+        if isinstance(query, str):
+            request["query_string"] = self.scrub_query(query)
+        elif query is not None:
+            request["query_string"] = self._deep(query)
+        if isinstance(request.get("headers"), dict):
+            request["headers"] = self._mapping(request["headers"], text=True, depth=0)
+        cookies = request.get("cookies")
+        if cookies:
+            # Any cookie may identify a person; without PII consent none leaves.
+            if self.send_default_pii and isinstance(cookies, dict):
+                request["cookies"] = self._deep(cookies)
+            elif isinstance(cookies, dict):
+                request["cookies"] = dict.fromkeys(cookies, FILTERED)
+            else:
+                request["cookies"] = FILTERED
+        if "data" in request:
+            request["data"] = self._deep(request["data"])
+        if isinstance(request.get("env"), dict):
+            request["env"] = self._mapping(request["env"], text=True, depth=0)
+
+    def scrub_breadcrumb(self, crumb: dict[str, Any]) -> dict[str, Any]:
+        """In place: the message as text, ``data`` recursively (``url`` as a URL)."""
+        if not self.enabled:
+            return crumb
+        if isinstance(crumb.get("message"), str):
+            category = str(crumb.get("category") or "")
+            # sentry-sdk's SQL breadcrumbs (category "query") carry the statement as message
+            if category in ("query", "db") or category.startswith("db."):
+                crumb["message"] = self.scrub_text(self.scrub_sql(crumb["message"]))
+            else:
+                crumb["message"] = self.scrub_text(crumb["message"])
+        if isinstance(crumb.get("data"), dict):
+            crumb["data"] = self._deep(crumb["data"])
+        return crumb
+
+    def _scrub_logentry(self, logentry: Any) -> None:
+        if not isinstance(logentry, dict):
+            return
+        for key in ("message", "formatted"):
+            if isinstance(logentry.get(key), str):
+                logentry[key] = self.scrub_text(logentry[key])
+        if "params" in logentry:
+            logentry["params"] = self._deep(logentry["params"])
+
+    def _scrub_exceptions(self, container: Any) -> None:
+        values = container.get("values") if isinstance(container, dict) else container
+        if not isinstance(values, list):
+            return
+        for item in values:
+            if not isinstance(item, dict):
+                continue
+            if isinstance(item.get("value"), str):
+                item["value"] = self.scrub_text(item["value"])
+            stacktrace = item.get("stacktrace")
+            frames = stacktrace.get("frames") if isinstance(stacktrace, dict) else None
+            for frame in frames or ():
+                if isinstance(frame, dict) and isinstance(frame.get("vars"), dict):
+                    frame["vars"] = self._mapping(frame["vars"], text=True, depth=0)
+
+    def scrub_sentry_span(self, span: dict[str, Any]) -> dict[str, Any]:
+        """In place: a transaction's child span (``data`` and ``description``)."""
+        if isinstance(span.get("data"), dict):
+            span["data"] = self._deep(self.scrub_attributes(span["data"]))
+        description = span.get("description")
+        if isinstance(description, str):
+            op = str(span.get("op") or "")
+            if op == "db" or op.startswith("db."):
+                span["description"] = self.scrub_sql(description)
+            else:
+                span["description"] = self.scrub_text(description)
+        return span
+
+    def scrub_log(self, log: dict[str, Any]) -> dict[str, Any]:
+        """In place: a Sentry log (sentry-sdk's ``Log`` dict or an envelope ``log`` item)."""
+        if not self.enabled:
+            return log
+        if isinstance(log.get("body"), str):
+            log["body"] = self.scrub_text(log["body"])
+        attributes = log.get("attributes")
+        if isinstance(attributes, dict):
+            wrapped = {k for k, v in attributes.items() if isinstance(v, dict) and "value" in v}
+            plain = {k: (v["value"] if k in wrapped else v) for k, v in attributes.items()}
+            scrubbed = self._deep(self.scrub_attributes(plain))
+            log["attributes"] = {
+                k: ({**attributes[k], "value": v} if k in wrapped else v)
+                for k, v in scrubbed.items()
+            }
+        return log
+
+    def scrub_log_record(self, record: Any) -> None:
+        """In place: an OTel ``ReadWriteLogRecord`` (in a ``LogRecordProcessor.on_emit``)."""
+        if not self.enabled:
+            return
+        log_record = getattr(record, "log_record", record)
+        if isinstance(log_record.body, str):
+            log_record.body = self.scrub_text(log_record.body)
+        elif isinstance(log_record.body, Mapping):
+            log_record.body = self._deep(log_record.body)
+        if log_record.attributes:
+            log_record.attributes = self._deep(self.scrub_attributes(log_record.attributes))
+
+
+class ScrubbingLogRecordProcessor:
+    """An OTel ``LogRecordProcessor`` scrubbing each record in place before later processors
+    (the batch processors feeding the exporters) see it.
+
+    Duck-typed rather than a subclass so that the experimental logs SDK is imported only in
+    ``otel_bridge.logs.otel``; ``LoggerProvider`` calls nothing but these four methods.
+    """
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self._scrubber = scrubber
+
+    def on_emit(self, log_record: Any) -> None:
+        self._scrubber.scrub_log_record(log_record)
+
+    def enabled(self, **_: Any) -> bool:
+        # Scrubbing alone is no reason to build a record: leave the decision to the others.
+        return False
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def install_log_scrubbing(logger_provider: Any, scrubber: Scrubber) -> bool:
+    """Put a :class:`ScrubbingLogRecordProcessor` *first* in an SDK ``LoggerProvider``.
+
+    ``opentelemetry.sdk._configuration._init_logging`` builds the provider with its batch
+    processors already added, and processors run in the order added; the SDK offers no way to
+    insert one in front, so the (private) tuple is replaced. Returns False, scrubbing nothing,
+    if the provider does not look like opentelemetry-sdk 1.45's.
+    """
+    if not scrubber.enabled:
+        return True
+    multi = getattr(logger_provider, "_multi_log_record_processor", None)
+    lock = getattr(multi, "_lock", None)
+    if lock is None or not isinstance(getattr(multi, "_log_record_processors", None), tuple):
+        return False
+    with lock:
+        existing = multi._log_record_processors  # type: ignore[union-attr]
+        if not any(isinstance(p, ScrubbingLogRecordProcessor) for p in existing):
+            processor = ScrubbingLogRecordProcessor(scrubber)
+            multi._log_record_processors = (processor, *existing)  # type: ignore[union-attr]
+    return True
+
+
+def _is_token_count(key: str, value: Any) -> bool:
+    # gen_ai.usage.input_tokens and friends are counts, not secrets.
+    return key.endswith("_tokens") and isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- sentry-sdk hooks ---------------------------------------------------------------------
+
+
+Hook = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
+
+
+class SentryScrubHooks:
+    """``before_send``/``before_send_transaction``/``before_breadcrumb``/``before_send_log``.
+
+    ``sentry_sdk.init(..., **SentryScrubHooks(scrubber).init_kwargs())``; each hook runs
+    ``then`` (if given) on the scrubbed value so other callbacks can be chained.
+    """
+
+    def __init__(self, scrubber: Scrubber, then: Mapping[str, Hook] | None = None) -> None:
+        self._scrubber = scrubber
+        self._then = dict(then or {})
+
+    def _chain(self, name: str, value: dict[str, Any], hint: dict[str, Any]) -> Any:
+        follow = self._then.get(name)
+        return follow(value, hint) if follow is not None else value
+
+    def before_send(self, event: dict[str, Any], hint: dict[str, Any]) -> Any:
+        return self._chain("before_send", self._scrubber.scrub_event(event), hint)
+
+    def before_send_transaction(self, event: dict[str, Any], hint: dict[str, Any]) -> Any:
+        return self._chain("before_send_transaction", self._scrubber.scrub_event(event), hint)
+
+    def before_breadcrumb(self, crumb: dict[str, Any], hint: dict[str, Any]) -> Any:
+        return self._chain("before_breadcrumb", self._scrubber.scrub_breadcrumb(crumb), hint)
+
+    def before_send_log(self, log: dict[str, Any], hint: dict[str, Any]) -> Any:
+        return self._chain("before_send_log", self._scrubber.scrub_log(log), hint)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {
+            "before_send": self.before_send,
+            "before_send_transaction": self.before_send_transaction,
+            "before_breadcrumb": self.before_breadcrumb,
+            "before_send_log": self.before_send_log,
+        }
+
+
+# -- spans, before any exporter -----------------------------------------------------------
+
+
+class ScrubbingSpanProcessor(SpanProcessor):
+    """Scrubs a span's name, attributes, events and status while it ends.
+
+    opentelemetry-sdk calls ``_on_ending`` on every processor after the span's end time is
+    set and before the ``ReadableSpan`` handed to ``on_end`` is built, so one instance added
+    anywhere in the provider's processor list scrubs what every exporter sees (OTLP, console
+    and the Sentry pipeline). The public API refuses writes to an ended span, so the new
+    values are put in place of the SDK's private containers; tests pin that behaviour.
+    """
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self._scrubber = scrubber
+
+    @classmethod
+    def from_config(cls, config: BridgeConfig) -> ScrubbingSpanProcessor:
+        return cls(Scrubber.from_config(config))
+
+    def _on_ending(self, span: Span) -> None:
+        if not self._scrubber.enabled:
+            return
+        # The SDK keeps these in private fields; a future SDK may rename them, in which case
+        # ScrubbingSpanExporter is the fallback.
+        attributes = span._attributes
+        if attributes:
+            _replace_changed(attributes, self._scrubber.scrub_attributes(attributes))
+        events = span._events
+        new_list = [_scrub_event(self._scrubber, event) for event in events] if events else []
+        if any(new is not old for new, old in zip(new_list, events or (), strict=False)):
+            maxlen = getattr(getattr(events, "_dq", None), "maxlen", None)
+            new_events: BoundedList[Event] = BoundedList(maxlen)
+            new_events.extend(new_list)
+            new_events.dropped = getattr(events, "dropped", 0)
+            span._events = new_events
+        span._name = self._scrubber.scrub_text(span._name)
+        status = span._status
+        if status.description:
+            span._status = Status(status.status_code, self._scrubber.scrub_text(status.description))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _replace_changed(attributes: Any, cleaned: Mapping[str, Any]) -> None:
+    """Write only what scrubbing changed into the span's (frozen) attribute container, so the
+    SDK's value cleaning runs for those keys alone and the dropped count is kept."""
+    changed = {k: v for k, v in cleaned.items() if attributes.get(k) != v}
+    removed = [k for k in attributes if k not in cleaned]
+    if not changed and not removed:
+        return
+    attributes._immutable = False
+    try:
+        for key in removed:
+            del attributes[key]
+        for key, value in changed.items():
+            attributes[key] = value
+    finally:
+        attributes._immutable = True
+
+
+def _scrub_event(scrubber: Scrubber, event: Event) -> Event:
+    """The event itself when nothing in it changes, else a scrubbed copy."""
+    if not event.attributes:
+        return event
+    attributes = scrubber.scrub_attributes(event.attributes)
+    if attributes == dict(event.attributes):
+        return event
+    return Event(event.name, attributes, event.timestamp)
+
+
+def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
+    """A scrubbed copy of an ended span (public API only)."""
+    if not scrubber.enabled:
+        return span
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, scrubber.scrub_text(status.description))
+    return ReadableSpan(
+        name=scrubber.scrub_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=scrubber.scrub_attributes(span.attributes or {}),
+        events=[_scrub_event(scrubber, event) for event in span.events],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps an exporter so it only ever sees scrubbed copies (work done on the export thread)."""
+
+    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
+        self._inner = inner
+        self._scrubber = scrubber
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([scrub_readable_span(self._scrubber, s) for s in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)

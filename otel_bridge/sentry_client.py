@@ -1,0 +1,157 @@
+"""sentry-sdk as the error engine, with its own tracing off.
+
+sentry-sdk's integrations capture unhandled exceptions with frames and locals; OpenTelemetry
+owns tracing. Three things make the two agree:
+
+- sentry-sdk's tracing is off (no ``traces_sample_rate``), so it never starts a second trace;
+- an *external propagation context* (sentry-sdk's hook for OTel) returns the active OTel span's
+  ids: error events get them, and sentry-sdk stops injecting its own ``sentry-trace``/``baggage``
+  into outgoing requests (OTel's propagators do that, once);
+- a global event processor adds the parent span id and the dynamic sampling context, which
+  sentry-sdk moves into the envelope's ``trace`` header.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from opentelemetry.sdk.resources import Resource
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
+from sentry_sdk.transport import HttpTransport
+
+from otel_bridge import __version__
+from otel_bridge.config import BridgeConfig
+from otel_bridge.pipeline.mapping import event_fields_from_resource
+from otel_bridge.pipeline.span_errors import exception_key
+from otel_bridge.runtime import Runtime
+
+_logger = logging.getLogger(__name__)
+
+_LOG_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "NONE": None,
+}
+
+
+class BridgeTransport(HttpTransport):
+    """sentry-sdk's HTTP transport with OTel instrumentation suppressed while it sends, so the
+    bridge never records (or propagates headers into) its own requests to the ingest."""
+
+    def _send_request(self, *args: Any, **kwargs: Any) -> None:
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            super()._send_request(*args, **kwargs)
+        finally:
+            detach(token)
+
+
+def otel_trace_ids() -> tuple[str, str] | None:
+    """The active OTel span's (trace id, span id) in Sentry's hex form, if there is one."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def _link_event_to_trace(runtime: Runtime) -> Any:
+    def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+        if event.get("type") == "transaction":
+            return event
+        trace_context = event.setdefault("contexts", {}).setdefault("trace", {})
+        span = trace.get_current_span()
+        span_context = span.get_span_context()
+        if span_context.is_valid and trace_context.get("trace_id") == format(
+            span_context.trace_id, "032x"
+        ):
+            parent = getattr(span, "parent", None)
+            if parent is not None and "parent_span_id" not in trace_context:
+                trace_context["parent_span_id"] = format(parent.span_id, "016x")
+            if "dynamic_sampling_context" not in trace_context:
+                from otel_bridge.dsc import current_dsc
+
+                dsc = current_dsc()
+                if dsc:
+                    trace_context["dynamic_sampling_context"] = dsc
+        _remember_captured_exception(runtime, event)
+        return event
+
+    return processor
+
+
+def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> None:
+    values = (event.get("exception") or {}).get("values") or []
+    trace_id = event.get("contexts", {}).get("trace", {}).get("trace_id")
+    if values and trace_id:
+        last = values[-1]
+        runtime.captured.add(
+            exception_key(trace_id, str(last.get("type", "")), str(last.get("value", "")))
+        )
+
+
+def start_sentry(runtime: Runtime, resource: Resource) -> bool:
+    """Start sentry-sdk for errors when a DSN is configured. Returns whether it started."""
+    config = runtime.config
+    if not config.dsn:
+        return False
+    fields = event_fields_from_resource(
+        resource, release=config.release, environment=config.environment
+    )
+    options: dict[str, Any] = {
+        "dsn": config.dsn,
+        "release": fields.get("release"),
+        "environment": fields.get("environment"),
+        "debug": config.debug,
+        "send_default_pii": config.send_default_pii,
+        # Tracing belongs to OpenTelemetry: sentry-sdk must never start or propagate a trace.
+        "traces_sample_rate": None,
+        "trace_propagation_targets": [],
+        "transport": BridgeTransport,
+        "transport_queue_size": config.transport_queue_size,
+        "shutdown_timeout": config.shutdown_timeout,
+        "enable_logs": config.enable_logs,
+        "integrations": [
+            LoggingIntegration(
+                level=_LOG_LEVELS[config.log_breadcrumb_level],
+                event_level=_LOG_LEVELS[config.log_event_level],
+            )
+        ],
+    }
+    server_name = fields.get("server_name")
+    if server_name:
+        options["server_name"] = server_name
+    options.update(_scrubbing_hooks(config))
+    try:
+        sentry_sdk.init(**options)
+    except Exception as exc:  # a bad option must not stop the application
+        _logger.error("otel-bridge: sentry-sdk could not start (%s); errors are not sent", exc)
+        return False
+    for key, value in (fields.get("tags") or {}).items():
+        sentry_sdk.get_global_scope().set_tag(key, value)
+    sentry_sdk.get_global_scope().set_context(
+        "otel_bridge", {"version": __version__}
+    )
+    register_external_propagation_context(otel_trace_ids)
+    add_global_event_processor(_link_event_to_trace(runtime))
+    runtime.sentry_started = True
+    return True
+
+
+def _scrubbing_hooks(config: BridgeConfig) -> dict[str, Any]:
+    if not config.scrub_enabled:
+        return {}
+    from otel_bridge.scrub import Scrubber
+
+    scrubber = Scrubber.from_config(config)
+    return {
+        "before_send": lambda event, hint: scrubber.scrub_event(event),
+        "before_breadcrumb": lambda crumb, hint: scrubber.scrub_breadcrumb(crumb),
+    }

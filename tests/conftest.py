@@ -1,0 +1,65 @@
+"""Shared fixtures: the rig's servers, each stopped when its test (or session) ends.
+
+- ``ingest``: a fresh ``RecordingIngest`` per test.
+- ``otlp_receiver``: a fresh ``OtlpReceiver`` per test.
+- ``bugsink``: one real Bugsink per session (tests filter its events, e.g. by trace id).
+- ``shop_server``: factory starting the sample Django shop under opentelemetry-instrument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.bugsink import Bugsink
+from tests.rig.ingest import RecordingIngest
+from tests.rig.otlp import OtlpReceiver
+from tests.rig.processes import InstrumentedServer
+from tests.rig.shop import start_shop
+
+ShopFactory = Callable[..., InstrumentedServer]
+
+
+@pytest.fixture
+def ingest() -> Iterator[RecordingIngest]:
+    with RecordingIngest() as server:
+        yield server
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def bugsink() -> Iterator[Bugsink]:
+    with Bugsink() as server:
+        yield server
+
+
+@pytest.fixture
+def shop_server(tmp_path: Path) -> Iterator[ShopFactory]:
+    """``shop_server(env={...}, server="runserver"|"gunicorn", workers=2)`` -> a started
+    ``InstrumentedServer`` (``.base_url``, ``.url(path)``, ``.stderr_text()``).
+
+    Every server started through the factory is stopped at the end of the test; its
+    stdout/stderr are kept in ``tmp_path`` for the failure report.
+    """
+    started: list[InstrumentedServer] = []
+
+    def start(env: Mapping[str, str] | None = None, **kwargs: Any) -> InstrumentedServer:
+        log_dir = tmp_path / f"shop-{len(started)}"
+        log_dir.mkdir()
+        server = start_shop(env, log_dir=log_dir, **kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -1,0 +1,1 @@
+"""Non-bridged peer services for the interop tests (run as separate processes)."""

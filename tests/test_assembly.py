@@ -1,0 +1,144 @@
+"""Grouping of finished spans into transactions, fed with real SDK spans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from otel_bridge.pipeline.assembly import TransactionAssembler, is_local_root
+
+
+@pytest.fixture
+def tracer_and_spans() -> Iterator[tuple[trace.Tracer, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test"), exporter
+    provider.shutdown()
+
+
+def _names(spans: list[ReadableSpan] | tuple[ReadableSpan, ...]) -> list[str]:
+    return sorted(span.name for span in spans)
+
+
+def test_children_wait_for_their_local_root(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    with tracer.start_as_current_span("root"):
+        with tracer.start_as_current_span("child"):
+            with tracer.start_as_current_span("grandchild"):
+                pass
+        with tracer.start_as_current_span("sibling"):
+            pass
+    finished = exporter.get_finished_spans()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    ready = []
+    for span in finished:  # one at a time, in the order the SDK ended them
+        ready += assembler.add([span], now=0.0)
+    assert len(ready) == 1
+    assert ready[0].root.name == "root"
+    assert _names(ready[0].descendants) == ["child", "grandchild", "sibling"]
+    assert ready[0].parent_span_id is None
+    assert assembler.pending_count == 0
+
+
+def test_remote_parent_makes_a_local_root(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    with tracer.start_as_current_span("server", context=ctx):
+        with tracer.start_as_current_span("db"):
+            pass
+    spans = exporter.get_finished_spans()
+    assert is_local_root(spans[1]) and not is_local_root(spans[0])
+    ready = TransactionAssembler(max_pending=100, pending_ttl=60).add(spans, now=0.0)
+    assert [t.root.name for t in ready] == ["server"]
+    assert _names(ready[0].descendants) == ["db"]
+
+
+def test_child_ending_after_root_becomes_a_follow_up(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    late = tracer.start_span("late", context=trace.set_span_in_context(root))
+    late_child = tracer.start_span("late-child", context=trace.set_span_in_context(late))
+    late_child.end()
+    root.end()
+    late.end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    first = assembler.add(exporter.get_finished_spans()[:2], now=0.0)
+    assert [t.root.name for t in first] == ["root"]
+    assert first[0].descendants == []
+    second = assembler.add(exporter.get_finished_spans()[2:], now=1.0)
+    assert [t.root.name for t in second] == ["late"]
+    assert _names(second[0].descendants) == ["late-child"]
+    assert second[0].parent_span_id == root.get_span_context().span_id
+    assert assembler.stats.follow_ups == 1
+
+
+def test_spans_whose_root_never_ends_expire_and_are_counted(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("never-ends")
+    for index in range(3):
+        tracer.start_span(f"child-{index}", context=trace.set_span_in_context(root)).end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=10)
+    assert assembler.add(exporter.get_finished_spans(), now=0.0) == []
+    assert assembler.expire(now=5.0) == 0
+    assert assembler.pending_count == 3
+    assert assembler.expire(now=10.5) == 3
+    assert assembler.pending_count == 0
+    assert assembler.stats.take_dropped() == 3
+    assert assembler.stats.take_dropped() == 0  # reported once
+    root.end()
+
+
+def test_pending_spans_are_bounded(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("long-running")
+    for index in range(50):
+        tracer.start_span(f"child-{index}", context=trace.set_span_in_context(root)).end()
+    assembler = TransactionAssembler(max_pending=10, pending_ttl=60)
+    assembler.add(exporter.get_finished_spans(), now=0.0)
+    assert assembler.pending_count == 10
+    assert assembler.stats.dropped_overflow == 40
+    root.end()
+    ready = assembler.add(exporter.get_finished_spans()[-1:], now=1.0)
+    # The newest ten survived and travel with their root.
+    assert _names(ready[0].descendants) == sorted(f"child-{i}" for i in range(40, 50))
+
+
+def test_drain_delivers_orphans_at_shutdown(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root-still-running")
+    middle = tracer.start_span("middle", context=trace.set_span_in_context(root))
+    tracer.start_span("leaf", context=trace.set_span_in_context(middle)).end()
+    middle.end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assembler.add(exporter.get_finished_spans(), now=0.0)
+    drained = assembler.drain()
+    assert [t.root.name for t in drained] == ["middle"]
+    assert _names(drained[0].descendants) == ["leaf"]
+    assert drained[0].parent_span_id == root.get_span_context().span_id
+    assert assembler.pending_count == 0
+    root.end()
+
+
+def test_interleaved_traces_stay_apart(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    first = tracer.start_span("first")
+    second = tracer.start_span("second")
+    tracer.start_span("a", context=trace.set_span_in_context(first)).end()
+    tracer.start_span("b", context=trace.set_span_in_context(second)).end()
+    second.end()
+    first.end()
+    ready = TransactionAssembler(max_pending=100, pending_ttl=60).add(
+        exporter.get_finished_spans(), now=0.0
+    )
+    assert {t.root.name: _names(t.descendants) for t in ready} == {
+        "first": ["a"],
+        "second": ["b"],
+    }

@@ -1,0 +1,116 @@
+"""Building the global propagator from OTEL_PROPAGATORS, and surviving unknown names."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from otel_bridge.config import BridgeConfig
+from otel_bridge.propagation.envfix import (
+    DROPPED_ENV,
+    known_propagator_names,
+    sanitize_otel_propagators,
+)
+from otel_bridge.propagation.propagator import SentryBridgePropagator
+from otel_bridge.propagation.setup import build_global_propagator
+from otel_bridge.propagation.targets import TargetGatedPropagator
+from tests.rig import clean_env
+
+PTH = Path(__file__).resolve().parents[1] / "otel_bridge" / "propagation" / "otel_bridge.pth"
+
+
+def _inner(environ: dict[str, str]) -> list[object]:
+    built = build_global_propagator(BridgeConfig(), environ)
+    assert isinstance(built, TargetGatedPropagator)
+    assert isinstance(built.inner, CompositePropagator)
+    return list(built.inner._propagators)  # type: ignore[attr-defined]
+
+
+def test_default_is_tracecontext_then_ours_owning_baggage() -> None:
+    parts = _inner({})
+    assert [type(p) for p in parts] == [TraceContextTextMapPropagator, SentryBridgePropagator]
+    assert parts[1].fields == {"sentry-trace", "baggage"}  # type: ignore[attr-defined]
+
+
+def test_ours_alone_writes_traceparent_too() -> None:
+    (ours,) = _inner({"OTEL_PROPAGATORS": "otel_bridge"})
+    assert {"traceparent", "sentry-trace", "baggage"} <= ours.fields  # type: ignore[attr-defined]
+
+
+def test_user_order_keeps_ours_last_and_sentry_is_an_alias() -> None:
+    parts = _inner({"OTEL_PROPAGATORS": "sentry,baggage,tracecontext,otel_bridge"})
+    assert [type(p) for p in parts] == [TraceContextTextMapPropagator, SentryBridgePropagator]
+
+
+def test_without_ours_the_user_list_is_respected() -> None:
+    parts = _inner({"OTEL_PROPAGATORS": "tracecontext,baggage"})
+    assert [type(p).__name__ for p in parts] == [
+        "TraceContextTextMapPropagator", "W3CBaggagePropagator"
+    ]
+
+
+def test_none_means_no_propagation() -> None:
+    built = build_global_propagator(BridgeConfig(), {"OTEL_PROPAGATORS": "none"})
+    assert built.fields == set()
+
+
+def test_unknown_names_are_skipped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="otel_bridge")
+    parts = _inner({"OTEL_PROPAGATORS": "tracecontext,bogus,otel_bridge", DROPPED_ENV: "nope"})
+    assert [type(p) for p in parts] == [TraceContextTextMapPropagator, SentryBridgePropagator]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "bogus" in warnings[0] and "nope" in warnings[0]
+
+
+def test_our_entry_points_are_registered() -> None:
+    assert {"otel_bridge", "tracecontext", "baggage"} <= known_propagator_names()
+
+
+def test_sanitize_removes_only_unknown_names() -> None:
+    env = {"OTEL_PROPAGATORS": "tracecontext, bogus ,otel_bridge"}
+    known = {"tracecontext", "baggage", "otel_bridge"}
+    assert sanitize_otel_propagators(env, known) == ["bogus"]
+    assert env == {"OTEL_PROPAGATORS": "tracecontext,otel_bridge", DROPPED_ENV: "bogus"}
+    only_bad = {"OTEL_PROPAGATORS": "bogus"}
+    assert sanitize_otel_propagators(only_bad, known) == ["bogus"]
+    assert "OTEL_PROPAGATORS" not in only_bad
+    untouched = {"OTEL_PROPAGATORS": "tracecontext,baggage"}
+    assert sanitize_otel_propagators(untouched, known) == [] and len(untouched) == 1
+
+
+_LAUNCH = """
+import site, sys
+{addsitedir}
+sys.argv = ["opentelemetry-instrument", sys.executable, "-c",
+            "import os; print('app ran', os.environ.get('OTEL_PROPAGATORS'))"]
+from opentelemetry.instrumentation.auto_instrumentation import run
+run()
+"""
+
+
+@pytest.mark.parametrize("with_pth", [True, False])
+def test_pth_hook_keeps_opentelemetry_instrument_alive(tmp_path: Path, with_pth: bool) -> None:
+    """The launcher imports opentelemetry.propagate before any distro: without the .pth
+    an unknown name kills it (exit 1); with it the app runs with the name removed."""
+    (tmp_path / "otel_bridge.pth").write_text(PTH.read_text())
+    addsitedir = f"site.addsitedir({str(tmp_path)!r})" if with_pth else ""
+    result = subprocess.run(
+        [sys.executable, "-c", _LAUNCH.format(addsitedir=addsitedir)],
+        env=clean_env({"OTEL_PROPAGATORS": "tracecontext,bogus", "OTEL_SDK_DISABLED": "true"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if with_pth:
+        assert result.returncode == 0, result.stderr
+        assert "app ran tracecontext" in result.stdout
+    else:
+        assert result.returncode != 0
+        assert "Propagator bogus not found" in result.stderr

@@ -1,0 +1,378 @@
+"""Pure parts of propagation, the DSC and sampling, against a real in-process SDK."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from opentelemetry import baggage, context, trace
+from sentry_sdk.tracing_utils import _generate_sample_rand
+
+from otel_bridge.config import BridgeConfig
+from otel_bridge.dsc import (
+    ATTR_DSC,
+    ATTR_SAMPLE_RAND,
+    ATTR_SAMPLE_RATE,
+    backfill_incoming,
+    build_dsc,
+    consistent_rand_rate,
+    current_dsc,
+    dsc_for_finished_root,
+    generate_sample_rand,
+    parse_dsc,
+)
+from otel_bridge.propagation.baggage import (
+    MAX_BYTES,
+    MAX_MEMBERS,
+    merge_baggage,
+    parse_baggage,
+    serialize_baggage,
+    split_dsc,
+)
+from otel_bridge.propagation.sentry_trace import (
+    SentryTrace,
+    format_sentry_trace,
+    parse_sentry_trace,
+)
+from otel_bridge.propagation.traceparent import parse_traceparent
+from otel_bridge.sampling import build_sampler, parse_rules
+from tests.propagation_helpers import rig
+
+TRACE = "771a43a4192642f0b136d5159a501700"
+SPAN = "b0e6f15b45c36b12"
+OTHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_sentry_trace_parses_the_three_forms() -> None:
+    expected = SentryTrace(int(TRACE, 16), int(SPAN, 16), True)
+    assert parse_sentry_trace(f"{TRACE}-{SPAN}-1") == expected
+    assert parse_sentry_trace(f"{TRACE}-{SPAN}-0").sampled is False  # type: ignore[union-attr]
+    assert parse_sentry_trace(f" {TRACE}-{SPAN}\t").sampled is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-", "", TRACE, f"{TRACE}-", f"{TRACE.upper()}-{SPAN}-1", f"{TRACE}-{SPAN}-2",
+        f"{'0' * 32}-{SPAN}-1", f"{TRACE}-{'0' * 16}-1", f"{TRACE}-{SPAN}-1-1",
+        f"{TRACE}-{SPAN}-1\n", f"{TRACE[:-1]}-{SPAN}", None, 42, f"{TRACE}-{SPAN}" + " " * 200,
+    ],
+)
+def test_malformed_sentry_trace_is_none(value: object) -> None:
+    assert parse_sentry_trace(value) is None
+
+
+def test_sentry_trace_round_trips() -> None:
+    for sampled in (True, False, None):
+        header = format_sentry_trace(int(TRACE, 16), int(SPAN, 16), sampled)
+        assert parse_sentry_trace(header) == SentryTrace(int(TRACE, 16), int(SPAN, 16), sampled)
+    assert format_sentry_trace(1, 2, True) == f"{1:032x}-{2:016x}-1"
+
+
+def test_traceparent_versions() -> None:
+    assert parse_traceparent(f"00-{TRACE}-{SPAN}-01").sampled  # type: ignore[union-attr]
+    assert not parse_traceparent(f"00-{TRACE}-{SPAN}-00").sampled  # type: ignore[union-attr]
+    assert parse_traceparent(f"ff-{TRACE}-{SPAN}-01") is None
+    assert parse_traceparent(f"00-{TRACE}-{SPAN}-01-extra") is None
+    assert parse_traceparent(f"01-{TRACE}-{SPAN}-01-extra") is not None
+    assert parse_traceparent(f"00-{'0' * 32}-{SPAN}-01") is None
+
+
+def test_baggage_parse_decodes_skips_and_keeps_last() -> None:
+    entries = parse_baggage(
+        ["a=1, b = hello%20world ;prop=x", "bad member,=novalue,c=1,a=2, d=\"q\",sentry-x=y"]
+    )
+    assert entries == [("b", "hello world"), ("c", "1"), ("a", "2"), ("sentry-x", "y")]
+    assert split_dsc(entries) == ({"x": "y"}, [("b", "hello world"), ("c", "1"), ("a", "2")])
+
+
+def test_merge_puts_dsc_first_and_each_key_once() -> None:
+    header = merge_baggage(
+        {"trace_id": TRACE, "transaction": "GET /a b,c"},
+        [("sentry-trace_id", "forged"), ("user", "1"), ("user", "2"), ("k", "v=w")],
+    )
+    assert header == (
+        f"sentry-trace_id={TRACE},sentry-transaction=GET%20/a%20b%2Cc,user=1,k=v=w"
+    )
+    keys = [member.split("=", 1)[0] for member in header.split(",")]
+    assert len(keys) == len(set(keys))
+    assert dict(parse_baggage(header))["sentry-transaction"] == "GET /a b,c"
+
+
+def test_serialize_keeps_w3c_limits_and_the_dsc() -> None:
+    dsc = {"trace_id": TRACE, "sample_rand": "0.5"}
+    many = [(f"k{i}", "v") for i in range(500)]
+    header = merge_baggage(dsc, many)
+    assert header is not None
+    assert len(header.split(",")) == MAX_MEMBERS
+    assert header.startswith(f"sentry-trace_id={TRACE},sentry-sample_rand=0.5,")
+
+    big = [(f"big{i}", "x" * 3000) for i in range(10)]
+    header = merge_baggage(dsc, big)
+    assert header is not None and len(header.encode()) <= MAX_BYTES
+    assert "sentry-trace_id" in header
+    assert serialize_baggage([("bad key", "v"), ("ok", "é")]) == "ok=%C3%A9"
+    assert serialize_baggage([]) is None
+
+
+def test_sample_rand_matches_sentry_sdk() -> None:
+    for trace_id in (TRACE, OTHER_TRACE):
+        for interval in ((0.0, 1.0), (0.0, 0.25), (0.25, 1.0)):
+            assert generate_sample_rand(int(trace_id, 16), *interval) == _generate_sample_rand(
+                trace_id, interval=interval
+            )
+    assert generate_sample_rand(1, 0.5, 0.5) is None
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("rand", [None, 0.0, 0.05, 0.5, 0.999999])
+def test_consistent_rand_rate_invariant(sampled: bool, rate: float, rand: float | None) -> None:
+    new_rand, new_rate = consistent_rand_rate(int(TRACE, 16), sampled, rand, rate)
+    assert (new_rand < new_rate) == sampled
+    assert 0.0 <= new_rand < 1.0
+    if rand is not None and (rand < rate) == sampled:
+        assert (new_rand, new_rate) == (rand, rate)
+
+
+def test_build_dsc_leaves_out_url_transactions_and_unknowns() -> None:
+    common = {"sample_rand": 0.25, "sample_rate": 0.5, "sampled": True}
+    dsc = build_dsc(1, public_key="pk", release=None, environment="prod", transaction="GET /x",
+                    transaction_source="url", **common)  # type: ignore[arg-type]
+    assert dsc == {"trace_id": f"{1:032x}", "sample_rate": "0.5", "sample_rand": "0.250000",
+                   "sampled": "true", "public_key": "pk", "environment": "prod"}
+    dsc = build_dsc(1, public_key=None, release="r", environment=None, transaction="GET x/",
+                    transaction_source="route", **common)  # type: ignore[arg-type]
+    assert dsc["transaction"] == "GET x/" and dsc["release"] == "r"
+
+
+def test_backfill_incoming_only_adds_a_missing_sample_rand() -> None:
+    incoming = {"trace_id": TRACE, "sample_rate": "0.25", "foo": "bar"}
+    filled = backfill_incoming(incoming, int(TRACE, 16), True)
+    assert float(filled.pop("sample_rand")) < 0.25
+    assert filled == incoming
+    kept = {"trace_id": TRACE, "sample_rand": "0.900000"}
+    assert backfill_incoming(kept, int(TRACE, 16), True) == kept
+
+
+def test_rules_parse_and_report_problems() -> None:
+    rules, problems = parse_rules(["/health.*=0", "GET /a=b/.*=0.5", "nope", "x=2", "(=1"])
+    parsed = [(r.pattern.pattern, r.rate) for r in rules]
+    assert parsed == [("/health.*", 0.0), ("GET /a=b/.*", 0.5)]
+    assert len(problems) == 3
+
+
+# -- sampling + DSC through a real TracerProvider --------------------------------------
+
+
+def _values(header: str) -> dict[str, str]:
+    return dict(parse_baggage(header))
+
+
+def test_head_service_creates_and_freezes_a_complete_dsc() -> None:
+    with rig(rate=1.0) as r, r.tracer.start_as_current_span(
+        "GET orders/", kind=trace.SpanKind.SERVER, attributes={"http.method": "GET"}
+    ) as root:
+        root.set_attribute("http.route", "orders/")
+        with r.tracer.start_as_current_span("child"):
+            headers = r.inject()
+        root.set_attribute("http.route", "changed/")
+        again = r.inject()
+    sc = root.get_span_context()
+    assert headers["traceparent"] != again["traceparent"]  # different current span
+    assert headers["sentry-trace"].startswith(f"{sc.trace_id:032x}-")
+    assert headers["sentry-trace"].endswith("-1")
+    dsc = _values(headers["baggage"])
+    assert dsc == _values(again["baggage"])  # frozen on first use
+    assert dsc["sentry-trace_id"] == f"{sc.trace_id:032x}"
+    assert dsc["sentry-public_key"] == "pk123"
+    assert dsc["sentry-release"] == "shop@1.0"
+    assert dsc["sentry-environment"] == "test"
+    assert dsc["sentry-sampled"] == "true"
+    assert dsc["sentry-sample_rate"] == "1.0"
+    assert re.fullmatch(r"0\.\d{6}", dsc["sentry-sample_rand"])
+    assert dsc["sentry-transaction"] == "GET orders/"
+
+    finished = {s.name: s for s in r.exporter.get_finished_spans()}["GET orders/"]
+    assert (finished.attributes or {})[ATTR_SAMPLE_RATE] == 1.0
+    rebuilt = dsc_for_finished_root(finished, public_key="other", release=None,
+                                    environment=None, transaction="x", transaction_source="route")
+    assert {f"sentry-{k}": v for k, v in rebuilt.items()} == dsc
+
+
+def test_unfrozen_root_rebuilds_dsc_from_attributes() -> None:
+    with rig(rate=0.999999) as r, r.tracer.start_as_current_span("job"):
+        pass
+    (span,) = r.exporter.get_finished_spans()
+    assert ATTR_DSC not in (span.attributes or {})
+    dsc = dsc_for_finished_root(span, public_key="pk", release="1", environment="e",
+                                transaction="job", transaction_source="task")
+    rand = (span.attributes or {})[ATTR_SAMPLE_RAND]
+    assert isinstance(rand, float) and dsc["sample_rand"] == f"{rand:.6f}"
+    assert dsc["transaction"] == "job" and dsc["sampled"] == "true"
+    assert float(dsc["sample_rand"]) < float(dsc["sample_rate"])
+
+
+def test_rate_zero_drops_and_still_propagates_unsampled() -> None:
+    with rig(rate=0.0) as r, r.tracer.start_as_current_span("root") as root:
+        assert not root.is_recording()
+        headers = r.inject()
+    assert headers["sentry-trace"].endswith("-0")
+    assert not parse_traceparent(headers["traceparent"]).sampled  # type: ignore[union-attr]
+    dsc = _values(headers["baggage"])
+    assert dsc["sentry-sampled"] == "false"
+    assert float(dsc["sentry-sample_rand"]) >= float(dsc["sentry-sample_rate"])
+    assert r.exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize(
+    ("headers", "rate", "sampled"),
+    [
+        ({"sentry-trace": f"{TRACE}-{SPAN}-0"}, 1.0, False),
+        ({"sentry-trace": f"{TRACE}-{SPAN}-1"}, 0.0, True),
+        ({"traceparent": f"00-{TRACE}-{SPAN}-00"}, 1.0, False),
+        ({"traceparent": f"00-{TRACE}-{SPAN}-01"}, 0.0, True),
+        # deferred: sample_rand from baggage against our rate
+        ({"sentry-trace": f"{TRACE}-{SPAN}", "baggage": "sentry-sample_rand=0.2"}, 0.5, True),
+        ({"sentry-trace": f"{TRACE}-{SPAN}", "baggage": "sentry-sample_rand=0.7"}, 0.5, False),
+        # deferred flag but the frozen DSC says what the sender decided
+        ({"sentry-trace": f"{TRACE}-{SPAN}", "baggage": "sentry-sampled=true"}, 0.0, True),
+    ],
+)
+def test_upstream_decision_is_honoured(headers: dict[str, str], rate: float, sampled: bool) -> None:
+    with rig(rate=rate) as r:
+        token = context.attach(r.extract(headers))
+        try:
+            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
+                out = r.inject()
+        finally:
+            context.detach(token)
+    assert span.get_span_context().trace_id == int(TRACE, 16)
+    assert span.get_span_context().trace_flags.sampled is sampled
+    assert out["sentry-trace"].endswith("-1" if sampled else "-0")
+    assert parse_traceparent(out["traceparent"]).sampled is sampled  # type: ignore[union-attr]
+    dsc = _values(out["baggage"])
+    if "sentry-sample_rate" in dsc:
+        assert (float(dsc["sentry-sample_rand"]) < float(dsc["sentry-sample_rate"])) == sampled
+    exported = r.exporter.get_finished_spans()
+    assert len(exported) == (1 if sampled else 0)
+    if sampled:
+        assert exported[0].parent.span_id == int(SPAN, 16)  # type: ignore[union-attr]
+
+
+def test_incoming_dsc_is_forwarded_unchanged_with_backfilled_rand() -> None:
+    incoming = (
+        f"sentry-trace_id={TRACE},sentry-sample_rate=0.25,sentry-public_key=up,sentry-x=1,other=3"
+    )
+    headers = {"sentry-trace": f"{TRACE}-{SPAN}-1", "baggage": incoming}
+    with rig(rate=1.0) as r:
+        token = context.attach(r.extract(headers))
+        try:
+            assert baggage.get_all() == {"other": "3"}
+            with r.tracer.start_as_current_span("server") as span:
+                out = r.inject()
+                assert current_dsc() == parse_dsc(out["baggage"])
+        finally:
+            context.detach(token)
+    values = _values(out["baggage"])
+    rand = float(values.pop("sentry-sample_rand"))
+    assert rand < 0.25
+    assert values == {"sentry-trace_id": TRACE, "sentry-sample_rate": "0.25",
+                      "sentry-public_key": "up", "sentry-x": "1", "other": "3"}
+    (finished,) = r.exporter.get_finished_spans()
+    assert span.get_span_context().span_id == finished.context.span_id
+    header = dsc_for_finished_root(finished, public_key="pk123", release=None, environment=None,
+                                   transaction=None, transaction_source=None)
+    assert header["public_key"] == "up" and float(header["sample_rand"]) == rand
+
+
+def test_w3c_only_upstream_gets_a_consistent_new_dsc() -> None:
+    with rig(rate=0.1) as r:
+        token = context.attach(r.extract({"traceparent": f"00-{TRACE}-{SPAN}-01"}))
+        try:
+            with r.tracer.start_as_current_span("server"):
+                out = r.inject()
+        finally:
+            context.detach(token)
+    values = _values(out["baggage"])
+    assert values["sentry-trace_id"] == TRACE
+    assert values["sentry-sampled"] == "true"
+    assert float(values["sentry-sample_rand"]) < 0.1 == float(values["sentry-sample_rate"])
+
+
+def test_disagreeing_ids_prefer_traceparent_and_drop_the_foreign_dsc() -> None:
+    with rig() as r:
+        ctx = r.extract({
+            "traceparent": f"00-{TRACE}-{SPAN}-01",
+            "sentry-trace": f"{OTHER_TRACE}-{SPAN}-0",
+            "baggage": f"sentry-trace_id={OTHER_TRACE},sentry-public_key=x",
+        })
+        with r.tracer.start_as_current_span("s", context=ctx) as span:
+            out = r.inject()
+    assert span.get_span_context().trace_id == int(TRACE, 16)
+    assert span.get_span_context().trace_flags.sampled
+    values = _values(out["baggage"])
+    assert values["sentry-trace_id"] == TRACE and values["sentry-public_key"] == "pk123"
+
+
+def test_malformed_headers_start_a_new_trace_and_keep_third_party_baggage() -> None:
+    with rig() as r:
+        ctx = r.extract({"sentry-trace": "-", "traceparent": "garbage", "baggage": "a=1,,;;,=="})
+        assert baggage.get_all(ctx) == {"a": "1"}
+        token = context.attach(ctx)
+        try:
+            with r.tracer.start_as_current_span("s") as span:
+                out = r.inject()
+        finally:
+            context.detach(token)
+    assert span.parent is None  # type: ignore[attr-defined]
+    assert _values(out["baggage"])["a"] == "1"
+
+
+def test_children_follow_their_local_parent() -> None:
+    with rig(rate=1.0) as r, r.tracer.start_as_current_span("root"), \
+            r.tracer.start_as_current_span("child") as child:
+        assert child.is_recording()
+    with rig(rate=0.0) as r, r.tracer.start_as_current_span("root"), \
+            r.tracer.start_as_current_span("child") as child:
+        assert not child.is_recording()
+
+
+def test_rules_drop_health_checks_by_path_and_rerate_by_name() -> None:
+    config = BridgeConfig(traces_sample_rate=1.0, sampling_rules=("/health.*=0", "GET api/.*=0.0"))
+    rules = build_sampler(config)._rules
+    with rig(rules=rules) as r:
+        with r.tracer.start_as_current_span(
+            "GET health/", attributes={"url.path": "/health/", "http.request.method": "GET"}
+        ) as health:
+            assert not health.is_recording()
+        with r.tracer.start_as_current_span("GET api/items/") as api:
+            assert not api.is_recording()
+        with r.tracer.start_as_current_span("GET shop/") as shop:
+            assert shop.is_recording()
+        # rules do not override an upstream decision
+        ctx = r.extract({"sentry-trace": f"{TRACE}-{SPAN}-1"})
+        with r.tracer.start_as_current_span("GET health/", context=ctx,
+                                            attributes={"url.path": "/health/"}) as upstream:
+            assert upstream.is_recording()
+
+
+def test_record_unsampled_clients_records_without_sampling() -> None:
+    with rig(rate=0.0, record_unsampled_clients=True) as r, r.tracer.start_as_current_span(
+        "root"
+    ), r.tracer.start_as_current_span(
+        "GET", kind=trace.SpanKind.CLIENT, attributes={"url.full": "http://x/"}
+    ) as client:
+            assert client.is_recording()
+            assert not client.get_span_context().trace_flags.sampled
+            out = r.inject()
+    assert out["sentry-trace"].endswith("-0")
+    assert r.exporter.get_finished_spans() == ()
+
+
+def test_sampler_keeps_the_callers_attributes() -> None:
+    with rig() as r, r.tracer.start_as_current_span("root", attributes={"a": 1}) as root, \
+            r.tracer.start_as_current_span("child", attributes={"b": 2}) as child:
+        assert root.attributes["a"] == 1  # type: ignore[attr-defined]
+        assert ATTR_SAMPLE_RAND in root.attributes  # type: ignore[attr-defined]
+        assert child.attributes == {"b": 2}  # type: ignore[attr-defined]

@@ -1,0 +1,447 @@
+"""The scrubber: every key, URL, SQL and text rule, on plain data, real SDK spans and real
+sentry-sdk events (delivered to a RecordingIngest)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sentry_sdk
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from otel_bridge.config import load_config
+from otel_bridge.scrub import (
+    DEFAULT_KEYS,
+    FILTERED,
+    Scrubber,
+    ScrubbingSpanExporter,
+    ScrubbingSpanProcessor,
+    SentryScrubHooks,
+)
+
+CANARY = "CANARYx7q"
+
+
+@pytest.fixture
+def scrubber() -> Scrubber:
+    return Scrubber()
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", DEFAULT_KEYS)
+def test_every_default_key_is_filtered_as_substring_any_case(scrubber: Scrubber, key: str) -> None:
+    data = {key: CANARY, f"X-{key.upper()}-Value": CANARY, f"user_{key}": CANARY, "ok": "kept"}
+    result = scrubber.scrub_mapping(data)
+    assert CANARY not in json.dumps(result)
+    assert result["ok"] == "kept"
+    assert result[key] == FILTERED
+
+
+@pytest.mark.parametrize(
+    "spelling", ["api-key", "Api_Key", "X-API-KEY", "private-key", "PRIVATEKEY"]
+)
+def test_dash_and_underscore_spellings(scrubber: Scrubber, spelling: str) -> None:
+    if spelling == "PRIVATEKEY":
+        # without a separator only the listed spelling matches: private_key, not privatekey
+        assert scrubber.scrub_mapping({spelling: CANARY})[spelling] == CANARY
+        return
+    assert scrubber.scrub_mapping({spelling: CANARY})[spelling] == FILTERED
+
+
+def test_scrub_mapping_is_recursive_and_copies(scrubber: Scrubber) -> None:
+    data: dict = {"outer": {"list": [{"password": CANARY}, "plain"], "inner": {"token": [1, 2]}}}
+    result = scrubber.scrub_mapping(data)
+    assert result == {
+        "outer": {"list": [{"password": FILTERED}, "plain"], "inner": {"token": [FILTERED]}}
+    }
+    assert data["outer"]["list"][0]["password"] == CANARY  # the input is untouched
+
+
+def test_extra_keys_from_config() -> None:
+    config = load_config({"OTEL_BRIDGE_SCRUB_KEYS": "card_number, IBAN"})
+    scrubber = Scrubber.from_config(config)
+    result = scrubber.scrub_mapping({"card_number": CANARY, "customer_iban": CANARY, "amount": 3})
+    assert result == {"card_number": FILTERED, "customer_iban": FILTERED, "amount": 3}
+
+
+def test_disabled_scrubber_changes_nothing() -> None:
+    scrubber = Scrubber.from_config(load_config({"OTEL_BRIDGE_SCRUB": "false"}))
+    assert scrubber.scrub_mapping({"password": CANARY}) == {"password": CANARY}
+    assert scrubber.scrub_text(f"password={CANARY}") == f"password={CANARY}"
+
+
+# -- URLs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"https://bob:{CANARY}@example.com/p?q=1&api_key={CANARY}",
+            "https://[Filtered]:[Filtered]@example.com/p?q=1&api_key=[Filtered]",
+        ),
+        (f"https://{CANARY}@example.com/", "https://[Filtered]@example.com/"),
+        (f"/login?next=/a&Token={CANARY}", "/login?next=/a&Token=[Filtered]"),
+        (
+            f"https://example.com/cb#access_token={CANARY}&state=x",
+            "https://example.com/cb#access_token=[Filtered]&state=x",
+        ),
+        (f"postgres://u:{CANARY}@db:5432/x", "postgres://[Filtered]:[Filtered]@db:5432/x"),
+        ("https://example.com/plain?page=2", "https://example.com/plain?page=2"),
+        (f"/x?session%5Fid={CANARY}", "/x?session%5Fid=[Filtered]"),
+    ],
+)
+def test_scrub_url(scrubber: Scrubber, url: str, expected: str) -> None:
+    assert scrubber.scrub_url(url) == expected
+
+
+def test_scrub_query_keeps_other_parameters(scrubber: Scrubber) -> None:
+    assert scrubber.scrub_query(f"a=1&password={CANARY}&b=&c") == "a=1&password=[Filtered]&b=&c"
+
+
+# -- SQL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            f"SELECT * FROM users WHERE password = '{CANARY}' AND id = 42",
+            "SELECT * FROM users WHERE password = %s AND id = %s",
+        ),
+        (
+            f"INSERT INTO t2 (a, b) VALUES ('it''s {CANARY}', -3.5e2)",
+            "INSERT INTO t2 (a, b) VALUES (%s, %s)",
+        ),
+        (f"SELECT $tag${CANARY}$tag$, $1, %s, :name", "SELECT %s, $1, %s, :name"),
+        (f"SELECT E'\\'{CANARY}' FROM t LIMIT 21", "SELECT %s FROM t LIMIT %s"),
+        (
+            "SELECT col1 FROM table_2 WHERE x IN (1, 2, 0x1F)",
+            "SELECT col1 FROM table_2 WHERE x IN (%s, %s, %s)",
+        ),
+    ],
+)
+def test_scrub_sql_replaces_literals(scrubber: Scrubber, sql: str, expected: str) -> None:
+    assert scrubber.scrub_sql(sql) == expected
+
+
+# -- text -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"login failed password={CANARY}",
+        f"login failed: Password: {CANARY}",
+        f'body {{"api_key": "{CANARY}", "n": 1}}',
+        f"{{'client_secret': '{CANARY}'}}",
+        f"Authorization: Bearer {CANARY}abcdef",
+        f"sent with bearer {CANARY}abcdef to upstream",
+        f"GET https://u:{CANARY}@host/p?token={CANARY} failed",
+        f"csrftoken={CANARY}; sessionid={CANARY}",
+        f"X-Api-Key: {CANARY}",
+    ],
+)
+def test_scrub_text_masks_secrets(scrubber: Scrubber, text: str) -> None:
+    result = scrubber.scrub_text(text)
+    assert CANARY not in result
+    assert FILTERED in result
+
+
+def test_scrub_text_leaves_ordinary_text(scrubber: Scrubber) -> None:
+    text = "Order 42 shipped to warehouse=north; see https://example.com/o/42?page=2"
+    assert scrubber.scrub_text(text) == text
+
+
+def test_scrub_text_is_idempotent(scrubber: Scrubber) -> None:
+    once = scrubber.scrub_text(f"https://example.com/?token={CANARY} password={CANARY}")
+    assert scrubber.scrub_text(once) == once
+    assert "[Filtered]]" not in once
+
+
+# -- OTel attributes ------------------------------------------------------------------------
+
+
+def test_scrub_attributes_conventions(scrubber: Scrubber) -> None:
+    attributes = {
+        "url.full": f"https://u:{CANARY}@api.example.com/v1?api_key={CANARY}&x=1",
+        "http.url": f"http://h/?token={CANARY}",
+        "http.target": f"/login?password={CANARY}",
+        "url.query": f"secret={CANARY}&page=2",
+        "db.query.text": f"SELECT 1 FROM u WHERE email = '{CANARY}'",
+        "db.statement": f"UPDATE u SET pw = '{CANARY}'",
+        "http.request.header.authorization": (f"Bearer {CANARY}",),
+        "http.request.header.cookie": (f"sessionid={CANARY}",),
+        "http.response.header.set_cookie": (f"csrftoken={CANARY}",),
+        "http.request.header.x_api_key": (CANARY,),
+        "http.request.header.accept": ("text/html",),
+        "exception.message": f"bad password={CANARY}",
+        "exception.stacktrace": f"Traceback...\nValueError: token: {CANARY}",
+        "client.address": "203.0.113.9",
+        "user.email": f"{CANARY}@example.com",
+        "user.id": "42",
+        "gen_ai.usage.input_tokens": 12,
+        "http.route": "/login",
+    }
+    result = scrubber.scrub_attributes(attributes)
+    assert CANARY not in json.dumps(result)
+    assert "203.0.113.9" not in json.dumps(result)
+    assert (
+        result["url.full"]
+        == "https://[Filtered]:[Filtered]@api.example.com/v1?api_key=[Filtered]&x=1"
+    )
+    assert result["url.query"] == "secret=[Filtered]&page=2"
+    assert result["db.statement"] == "UPDATE u SET pw = %s"
+    assert result["http.request.header.authorization"] == (FILTERED,)
+    assert result["http.request.header.accept"] == ("text/html",)
+    assert result["user.id"] == "42"
+    assert result["gen_ai.usage.input_tokens"] == 12
+    assert result["http.route"] == "/login"
+
+
+def test_send_default_pii_keeps_ip_and_email() -> None:
+    scrubber = Scrubber(send_default_pii=True)
+    result = scrubber.scrub_attributes({"client.address": "203.0.113.9", "user.email": "a@b.c"})
+    assert result == {"client.address": "203.0.113.9", "user.email": "a@b.c"}
+    # secrets stay secret whatever the PII setting
+    assert scrubber.scrub_attributes({"http.request.header.cookie": ("a=b",)}) == {
+        "http.request.header.cookie": (FILTERED,)
+    }
+
+
+# -- real SDK spans ---------------------------------------------------------------------------
+
+
+def _provider(*processors: object) -> TracerProvider:
+    provider = TracerProvider()
+    for processor in processors:
+        provider.add_span_processor(processor)  # type: ignore[arg-type]
+    return provider
+
+
+def _record_span(provider: TracerProvider) -> None:
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(f"GET /login?token={CANARY}") as span:
+        span.set_attribute("url.full", f"http://h/login?password={CANARY}")
+        span.set_attribute("http.request.header.authorization", [f"Bearer {CANARY}"])
+        span.set_attribute("db.statement", f"SELECT '{CANARY}'")
+        span.add_event("breadcrumb", {"breadcrumb.data.api_key": CANARY, "breadcrumb.message": "m"})
+        try:
+            raise ValueError(f"login failed password={CANARY}")
+        except ValueError as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"ValueError: password={CANARY}"))
+
+
+def _assert_clean(spans: list) -> None:
+    assert spans
+    for span in spans:
+        dumped = span.to_json()
+        assert CANARY not in dumped
+        assert FILTERED in dumped
+
+
+def test_processor_scrubs_what_every_later_processor_sees() -> None:
+    before, after = InMemorySpanExporter(), InMemorySpanExporter()
+    # the exporter added *before* the scrubbing processor is clean too: _on_ending runs on
+    # every processor before any on_end
+    provider = _provider(
+        SimpleSpanProcessor(before), ScrubbingSpanProcessor(Scrubber()), SimpleSpanProcessor(after)
+    )
+    _record_span(provider)
+    _assert_clean(list(before.get_finished_spans()))
+    _assert_clean(list(after.get_finished_spans()))
+    span = after.get_finished_spans()[0]
+    assert dict(span.attributes or {})["db.statement"] == "SELECT %s"
+    exception = next(e for e in span.events if e.name == "exception")
+    message = dict(exception.attributes or {})["exception.message"]
+    assert message == "login failed password=[Filtered]"
+    assert span.status.description == "ValueError: password=[Filtered]"
+
+
+def test_processor_from_config_respects_scrub_off() -> None:
+    exporter = InMemorySpanExporter()
+    processor = ScrubbingSpanProcessor.from_config(load_config({"OTEL_BRIDGE_SCRUB": "0"}))
+    _record_span(_provider(processor, SimpleSpanProcessor(exporter)))
+    assert CANARY in exporter.get_finished_spans()[0].to_json()
+
+
+def test_exporter_wrapper_scrubs_copies() -> None:
+    inner = InMemorySpanExporter()
+    _record_span(_provider(SimpleSpanProcessor(ScrubbingSpanExporter(inner, Scrubber()))))
+    _assert_clean(list(inner.get_finished_spans()))
+
+
+# -- Sentry events, through a real sentry-sdk client -----------------------------------------
+
+
+def _sentry_event() -> dict:
+    return {
+        "message": f"failed with token={CANARY}",
+        "request": {
+            "url": f"https://u:{CANARY}@shop.example/login?api_key={CANARY}",
+            "query_string": f"api_key={CANARY}&page=1",
+            "headers": {
+                "Authorization": f"Bearer {CANARY}",
+                "X-Forwarded-For": "203.0.113.9",
+                "Accept": "text/html",
+            },
+            "cookies": {"sessionid": CANARY, "theme": CANARY},
+            "data": {"username": "bob", "password": CANARY, "note": f"my secret={CANARY}"},
+            "env": {"REMOTE_ADDR": "203.0.113.9", "SERVER_NAME": "shop"},
+        },
+        "user": {"id": "42", "email": f"{CANARY}@example.com", "ip_address": "203.0.113.9"},
+        "breadcrumbs": {
+            "values": [
+                {
+                    "message": f"POST /login password={CANARY}",
+                    "data": {"url": f"/a?token={CANARY}"},
+                },
+                {"category": "query", "data": {"session_key": CANARY}},
+            ]
+        },
+        "extra": {"payload": {"card": {"private_key": CANARY}}},
+        "contexts": {"order": {"api_token": CANARY, "amount": 3}},
+        "tags": {"csrf_state": CANARY, "shop": "north"},
+        "exception": {
+            "values": [
+                {
+                    "type": "ValueError",
+                    "value": f"invalid password: {CANARY}",
+                    "stacktrace": {
+                        "frames": [
+                            {"function": "login", "vars": {"password": f"'{CANARY}'", "n": "1"}}
+                        ]
+                    },
+                }
+            ]
+        },
+        "logentry": {"message": f"token={CANARY}", "params": [{"secret": CANARY}]},
+        "spans": [
+            {
+                "op": "db",
+                "description": f"SELECT '{CANARY}'",
+                "data": {"db.statement": f"SELECT '{CANARY}'"},
+            },
+            {"op": "http.client", "description": f"GET https://h/?token={CANARY}", "data": {}},
+        ],
+    }
+
+
+def test_scrub_event_covers_every_part(scrubber: Scrubber) -> None:
+    event = scrubber.scrub_event(_sentry_event())
+    dumped = json.dumps(event)
+    assert CANARY not in dumped
+    assert "203.0.113.9" not in dumped
+    assert event["user"] == {"id": "42"}
+    assert event["request"]["headers"]["Accept"] == "text/html"
+    assert event["request"]["data"]["username"] == "bob"
+    assert event["tags"]["shop"] == "north"
+    assert event["contexts"]["order"]["amount"] == 3
+    assert event["spans"][0]["description"] == "SELECT %s"
+
+
+def test_scrub_event_with_send_default_pii_keeps_user_ip_and_email() -> None:
+    event = Scrubber(send_default_pii=True).scrub_event(_sentry_event())
+    assert event["user"]["ip_address"] == "203.0.113.9"
+    assert event["user"]["email"] == f"{CANARY}@example.com"
+    assert event["request"]["cookies"]["sessionid"] == FILTERED
+    assert event["request"]["cookies"]["theme"] == CANARY
+
+
+def test_scrub_log_both_shapes(scrubber: Scrubber) -> None:
+    sdk_log = {"body": f"password={CANARY}", "attributes": {"api_key": CANARY, "n": 1}}
+    envelope_log = {
+        "body": "x",
+        "attributes": {
+            "user_token": {"value": CANARY, "type": "string"},
+            "n": {"value": 1, "type": "integer"},
+        },
+    }
+    assert CANARY not in json.dumps(scrubber.scrub_log(sdk_log))
+    scrubbed = scrubber.scrub_log(envelope_log)
+    assert scrubbed["attributes"]["user_token"] == {"value": FILTERED, "type": "string"}
+    assert scrubbed["attributes"]["n"] == {"value": 1, "type": "integer"}
+
+
+def test_hooks_in_a_real_sentry_sdk_client(ingest) -> None:
+    hooks = SentryScrubHooks(Scrubber())
+    client = sentry_sdk.Client(dsn=ingest.dsn, default_integrations=False, **hooks.init_kwargs())
+    try:
+        with sentry_sdk.isolation_scope() as scope:
+            scope.set_client(client)
+            scope.set_user({"id": "7", "email": f"{CANARY}@example.com"})
+            scope.set_tag("session_hint", CANARY)
+            sentry_sdk.add_breadcrumb(message=f"api_key={CANARY}", data={"password": CANARY})
+            try:
+                password = CANARY  # noqa: F841 - a local variable sentry-sdk records
+                raise RuntimeError(f"bad secret: {CANARY}")
+            except RuntimeError as exc:
+                sentry_sdk.capture_exception(exc)
+        client.flush(timeout=10)
+    finally:
+        client.close()
+    events = ingest.wait_for_items("event")
+    assert events[0]["exception"]["values"][0]["value"] == "bad secret: [Filtered]"
+    for envelope in ingest.received:
+        for item in envelope.items:
+            assert CANARY.encode() not in item.payload
+
+
+def test_sql_breadcrumbs_and_objects_in_logs(scrubber: Scrubber) -> None:
+    crumb = scrubber.scrub_breadcrumb({"category": "query", "message": f"SELECT '{CANARY}'"})
+    assert crumb["message"] == "SELECT %s"
+
+    class Request:
+        def __repr__(self) -> str:
+            return f"<Request GET /x?token={CANARY}>"
+
+    log = scrubber.scrub_log({"body": "b", "attributes": {"request": Request()}})
+    assert log["attributes"]["request"] == "<Request GET /x?token=[Filtered]>"
+
+
+# -- OTel logs: a real LoggerProvider, stdlib logging through OTel's LoggingHandler -----------
+
+
+def test_log_scrubbing_runs_before_the_exporters() -> None:
+    import logging
+
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    from otel_bridge.scrub import install_log_scrubbing
+
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    # the exporter's processor is added first, as _init_logging does; scrubbing still precedes it
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    assert install_log_scrubbing(provider, Scrubber())
+    assert install_log_scrubbing(provider, Scrubber())  # idempotent
+    logger = logging.getLogger("test_scrub.otel_logs")
+    logger.propagate = False
+    handler = LoggingHandler(logger_provider=provider)
+    logger.addHandler(handler)
+    try:
+        logger.warning("GET /a?token=%s", CANARY, extra={"session_key": CANARY, "n": 1})
+        try:
+            raise ValueError(f"password={CANARY}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        provider.shutdown()
+    records = exporter.get_finished_logs()
+    assert len(records) == 2
+    for record in records:
+        assert CANARY not in record.to_json()
+    assert records[0].log_record.body == "GET /a?token=[Filtered]"
+    first, second = (dict(r.log_record.attributes or {}) for r in records)
+    assert first["session_key"] == FILTERED
+    assert first["n"] == 1
+    assert second["exception.message"] == "password=[Filtered]"
