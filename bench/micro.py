@@ -191,10 +191,11 @@ def measure(variant: str, traces: int) -> dict[str, Any]:
     finish = SETUPS[variant]()
     tracer = trace.get_tracer("bench.micro")
     make_traces(tracer, 20)  # warm-up: first calls import and cache
-    finish()
+    before = finish()
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     make_traces(tracer, traces)
-    delivered = finish()
+    after = finish()
+    delivered = {kind: n - before.get(kind, 0) for kind, n in after.items()}
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     return {
         "variant": variant,

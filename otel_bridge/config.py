@@ -101,6 +101,29 @@ def _parse_log_level(raw: str) -> str:
     return value
 
 
+def _parse_fingerprint_rules(raw: str) -> tuple[Any, ...]:
+    # Imported late: the rule type lives with the code that applies it.
+    from otel_bridge.context import parse_fingerprint_rules
+
+    return parse_fingerprint_rules(raw)
+
+
+def _parse_cron_monitors(raw: str) -> tuple[str, ...]:
+    from otel_bridge.schedules import parse_cron_monitors
+
+    try:
+        monitors = parse_cron_monitors(raw)
+    except ValueError as exc:
+        raise InvalidSetting(str(exc)) from None
+    return tuple(f"{name}={schedule}" for name, schedule in monitors.items())
+
+
+_DEFAULT_UNTRACED_COMMANDS = (
+    "runserver", "runserver_plus", "testserver", "runworker", "shell", "shell_plus",
+    "dbshell", "check", "test",
+)
+
+
 @dataclass(frozen=True)
 class Setting:
     attr: str
@@ -219,6 +242,27 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_log_level,
     ),
     Setting(
+        "fingerprint_rules", "OTEL_BRIDGE_FINGERPRINT_RULES", "rules", (),
+        "Comma-separated `<matcher>=<group>` rules setting the fingerprint of error events "
+        "(first match wins); matchers `Type`, `type:<glob>`, `op:<op>`, `transaction:<glob>`, "
+        "`message:<glob>`. Example: `OperationalError=database-down,op:http.client=api-errors`.",
+        _parse_fingerprint_rules, default_doc="none",
+    ),
+    Setting(
+        "django_commands_exclude", "OTEL_BRIDGE_DJANGO_COMMANDS_EXCLUDE",
+        "comma-separated command names", _DEFAULT_UNTRACED_COMMANDS,
+        "Django management commands that do not become transactions (replaces the default "
+        "list).",
+        _parse_list, default_doc="`" + ",".join(_DEFAULT_UNTRACED_COMMANDS) + "`",
+    ),
+    Setting(
+        "cron_monitors", "OTEL_BRIDGE_CRON_MONITORS", "`command=schedule` pairs separated by `;`",
+        (),
+        "Django management commands that also send Sentry cron check-ins, the command name "
+        "being the monitor slug. Example: `shop_report=*/5 * * * *;cleanup=1h`.",
+        _parse_cron_monitors, default_doc="none",
+    ),
+    Setting(
         "tag_keys", "OTEL_BRIDGE_TAG_KEYS", "comma-separated keys", (),
         "Structured log keys and span attributes promoted to Sentry tags.",
         _parse_list, default_doc="none",
@@ -260,6 +304,9 @@ class BridgeConfig:
     log_breadcrumb_level: str = "INFO"
     log_event_level: str = "ERROR"
     tag_keys: tuple[str, ...] = ()
+    fingerprint_rules: tuple[Any, ...] = ()
+    django_commands_exclude: tuple[str, ...] = _DEFAULT_UNTRACED_COMMANDS
+    cron_monitors: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = field(default=(), compare=False)
 
     def effective_sample_rate(self, environ: Mapping[str, str] | None = None) -> float:

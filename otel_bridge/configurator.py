@@ -9,6 +9,7 @@ transport.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -26,16 +27,12 @@ from opentelemetry.sdk._configuration import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.semconv.resource import ResourceAttributes
 
-from otel_bridge.config import ConfigProblem, load_config
+from otel_bridge.config import load_config
+from otel_bridge.diagnostics import report_config_problems
 from otel_bridge.distro import sdk_disabled
 from otel_bridge.runtime import Runtime, set_runtime
 
 _logger = logging.getLogger("otel_bridge")
-
-
-def report_problems(problems: tuple[ConfigProblem, ...]) -> None:
-    for problem in problems:
-        _logger.error("otel-bridge: %s", problem)
 
 
 class BridgeConfigurator(_BaseConfigurator):  # type: ignore[misc]
@@ -55,7 +52,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     from otel_bridge.sentry_client import start_sentry
 
     config = load_config()
-    report_problems(config.problems)
+    report_config_problems(config.problems, _logger)
     runtime = Runtime(config)
     set_runtime(runtime)
 
@@ -85,6 +82,12 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     )
     _init_metrics(metric_exporters, resource)
     _init_logging(log_exporters, resource, setup_logging_handler=False)
+    if config.scrub_enabled and log_exporters:
+        from opentelemetry._logs import get_logger_provider
+
+        from otel_bridge.scrub import Scrubber, install_log_scrubbing
+
+        install_log_scrubbing(get_logger_provider(), Scrubber.from_config(config))
     _exit_cleanly_on_sigterm()
     return runtime
 
@@ -101,7 +104,5 @@ def _exit_cleanly_on_sigterm() -> None:
     def _terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    try:
+    with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, _terminate)
-    except (ValueError, OSError):
-        pass

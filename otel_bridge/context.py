@@ -315,8 +315,11 @@ def apply_sentry_fields(event: dict[str, Any], fields: Mapping[str, Any]) -> dic
     return event
 
 
-def breadcrumbs_from_span_events(spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
-    """Span events as Sentry breadcrumbs, oldest first, at most the last 100.
+def breadcrumbs_from_span_events(
+    spans: Sequence[ReadableSpan], *, until: int | None = None
+) -> list[dict[str, Any]]:
+    """Span events as Sentry breadcrumbs, oldest first, at most the last 100; with ``until``
+    (nanoseconds, e.g. the ``exception`` event's timestamp) only the events before it.
 
     ``breadcrumb`` events (from :func:`add_breadcrumb`) keep their message, category, level
     and data; ``exception`` events are skipped (they are the error itself); any other event
@@ -326,7 +329,7 @@ def breadcrumbs_from_span_events(spans: Sequence[ReadableSpan]) -> list[dict[str
     crumbs: list[tuple[int, dict[str, Any]]] = []
     for span in spans:
         for event in span.events:
-            if event.name == "exception":
+            if event.name == "exception" or (until is not None and event.timestamp > until):
                 continue
             crumbs.append((event.timestamp, _breadcrumb(event.name, event.attributes or {})))
             crumbs[-1][1]["timestamp"] = event.timestamp / 1e9

@@ -1,4 +1,4 @@
-"""The `otel_bridge` distro: defaults for `opentelemetry-instrument`, set before anything reads them.
+"""The `otel_bridge` distro: defaults for `opentelemetry-instrument`, set before use.
 
 `opentelemetry-instrument` runs, in order: the distro's ``configure()``, the configurator,
 then the instrumentors. The distro only settles environment defaults and the global
@@ -16,7 +16,7 @@ from opentelemetry.environment_variables import (
     OTEL_METRICS_EXPORTER,
     OTEL_TRACES_EXPORTER,
 )
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONFIGURATOR
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
@@ -50,7 +50,7 @@ def apply_environment_defaults(environ: Any = None) -> None:
     env.setdefault(OTEL_LOGS_EXPORTER, "none")
     # We ship the OTLP/HTTP exporter, not gRPC.
     env.setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")
-    env.setdefault(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, "process,host")
+    env.setdefault(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, "process,os,host,heroku")
 
 
 def drop_unknown_trace_exporters(environ: Any) -> None:

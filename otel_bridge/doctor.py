@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from otel_bridge.config import SETTINGS, BridgeConfig, load_config, masked
 from otel_bridge.diagnostics import (
@@ -277,6 +278,26 @@ def _propagators_section(effective: Mapping[str, str], bridged: bool) -> Section
     return section
 
 
+def _requirement(text: object) -> str:
+    # Requirement strings carry their extras marker; it says nothing to a reader.
+    return re.sub(r';\s*extra\s*==\s*"[^"]*"', "", str(text)).strip()
+
+
+def _conflict_text(conflict: Any) -> str:
+    if conflict.required:
+        required = _requirement(conflict.required)
+        if conflict.found:
+            return f"needs {required}, found {conflict.found}"
+        return f"{required} is not installed"
+    if conflict.required_any:
+        options = " or ".join(_requirement(r) for r in conflict.required_any)
+        if conflict.found_any:
+            found = ", ".join(str(f) for f in conflict.found_any)
+            return f"needs {options}, found {found}"
+        return f"needs {options}, none installed"
+    return str(conflict)
+
+
 def _instrumentor_status(entry_point: EntryPoint) -> tuple[str, str, bool]:
     """What ``opentelemetry-instrument`` would do with an instrumentor: (status, why, problem)."""
     from opentelemetry.instrumentation.dependencies import (
@@ -295,10 +316,7 @@ def _instrumentor_status(entry_point: EntryPoint) -> tuple[str, str, bool]:
         except Exception as exc:
             return "fails", f"loading it raises {type(exc).__name__}: {exc}", True
     if conflict is not None:
-        version_conflict = bool(conflict.found or conflict.found_any)
-        # The requirement strings carry their extras marker; it says nothing to a reader.
-        why = re.sub(r';\s*extra\s*==\s*"[^"]*"', "", str(conflict))
-        return "skipped", why, version_conflict
+        return "skipped", _conflict_text(conflict), bool(conflict.found or conflict.found_any)
     return "active", _dist_label(entry_point), False
 
 

@@ -7,11 +7,13 @@ roots and lets children follow their local parent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -72,9 +74,10 @@ def parse_rules(raw: Sequence[str]) -> tuple[tuple[SamplingRule, ...], tuple[str
 def rule_candidates(name: str, attributes: Attributes) -> list[str]:
     """What a rule is matched against, for a span that is just starting.
 
-    At start Django gives the span name ``GET route`` (resolved early) and the path
-    (``url.path`` or ``http.target``), but not ``http.route`` yet (set in process_view);
-    so rules match the route attribute if present, the path, or the span name.
+    At start Django (contrib 0.66) gives the span name ``GET route`` (resolved early) and
+    the URL (``http.url`` with the old conventions, ``url.path`` with the stable ones), but
+    not ``http.route`` yet (set in process_view); so a rule matches the span name, the
+    ``http.route`` attribute when present, or the URL path (query left out).
     """
     attrs: Mapping[str, Any] = attributes or {}
     found = [name]
@@ -82,6 +85,11 @@ def rule_candidates(name: str, attributes: Attributes) -> list[str]:
         value = attrs.get(key)
         if isinstance(value, str) and value:
             found.append(value.split("?", 1)[0])
+    for key in ("url.full", "http.url"):
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            with contextlib.suppress(ValueError):
+                found.append(urlsplit(value).path)
     return found
 
 

@@ -128,7 +128,7 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
     server_name = fields.get("server_name")
     if server_name:
         options["server_name"] = server_name
-    options.update(_scrubbing_hooks(config))
+    options.update(_event_hooks(config))
     try:
         sentry_sdk.init(**options)
     except Exception as exc:  # a bad option must not stop the application
@@ -145,13 +145,14 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
     return True
 
 
-def _scrubbing_hooks(config: BridgeConfig) -> dict[str, Any]:
-    if not config.scrub_enabled:
-        return {}
-    from otel_bridge.scrub import Scrubber
+def _event_hooks(config: BridgeConfig) -> dict[str, Any]:
+    from otel_bridge.context import apply_fingerprint_rules
+    from otel_bridge.scrub import Scrubber, SentryScrubHooks
 
-    scrubber = Scrubber.from_config(config)
-    return {
-        "before_send": lambda event, hint: scrubber.scrub_event(event),
-        "before_breadcrumb": lambda crumb, hint: scrubber.scrub_breadcrumb(crumb),
-    }
+    rules = config.fingerprint_rules
+    then: dict[str, Any] = {}
+    if rules:
+        then["before_send"] = lambda event, hint: apply_fingerprint_rules(event, rules)
+    if config.scrub_enabled:
+        return SentryScrubHooks(Scrubber.from_config(config), then=then).init_kwargs()
+    return then

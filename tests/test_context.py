@@ -128,6 +128,13 @@ def test_breadcrumbs_from_span_events(tracer_and_exporter) -> None:
     timestamps = [c["timestamp"] for c in crumbs]
     assert timestamps == sorted(timestamps)
     assert all(1e9 < t < 1e11 for t in timestamps)  # seconds, not nanoseconds
+    # for an error: only what happened before the exception
+    spans = list(exporter.get_finished_spans())
+    child = next(s for s in spans if s.name == "child")
+    raised_at = next(e.timestamp for e in child.events if e.name == "exception")
+    early = breadcrumbs_from_span_events(spans, until=raised_at)
+    assert [c["message"] for c in early] == ["cart loaded", "cache miss", "payment"]
+    assert breadcrumbs_from_span_events(spans, until=child.events[0].timestamp - 1) == crumbs[:1]
 
 
 def test_fields_from_spans_root_first_wins_and_child_fills_in(tracer_and_exporter) -> None:
@@ -261,3 +268,14 @@ def test_capture_message_span_event_reaches_otel(tracer_and_exporter) -> None:
         "message": "odd reading",
         "timestamp": crumb["timestamp"],
     }
+
+
+def test_everything_is_safe_without_a_span_or_a_sentry_client() -> None:
+    with sentry_sdk.isolation_scope() as scope:
+        scope.set_client(None)  # whatever another test may have initialised
+        context.set_user(id=1)
+        context.set_tag("a", "b")
+        context.set_context("c", {"d": 1})
+        context.add_breadcrumb("e")
+        context.set_fingerprint("f")
+        assert context.capture_message("g") is None

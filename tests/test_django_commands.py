@@ -182,3 +182,21 @@ def test_instrument_and_uninstrument_in_process(tmp_path: Path) -> None:
     assert attributes["django.management.command"] == "shop_report"
     assert "sentry.monitor.slug" not in attributes
     assert result["after"] == []
+
+
+def test_settings_parsing() -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "instrumentations"))
+    try:
+        from otel_bridge_instrumentation_django_commands import (
+            _monitor_map,
+            parse_command_list,
+        )
+    finally:
+        sys.path.remove(str(REPO_ROOT / "instrumentations"))
+    assert parse_command_list(" runserver, shell ,,") == ("runserver", "shell")
+    expected = {"shop_report": "*/5 * * * *", "cleanup": "1h"}
+    assert _monitor_map(expected) == expected
+    assert _monitor_map(("shop_report=*/5 * * * *", "cleanup=1h")) == expected
+    assert _monitor_map((("shop_report", "*/5 * * * *"), ("cleanup", "1h"))) == expected

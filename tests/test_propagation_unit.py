@@ -348,6 +348,10 @@ def test_rules_drop_health_checks_by_path_and_rerate_by_name() -> None:
             assert not health.is_recording()
         with r.tracer.start_as_current_span("GET api/items/") as api:
             assert not api.is_recording()
+        with r.tracer.start_as_current_span(
+            "GET x/", attributes={"http.url": "http://h:1/health/?q=1"}
+        ) as old_semconv:
+            assert not old_semconv.is_recording()
         with r.tracer.start_as_current_span("GET shop/") as shop:
             assert shop.is_recording()
         # rules do not override an upstream decision

@@ -445,3 +445,17 @@ def test_log_scrubbing_runs_before_the_exporters() -> None:
     assert first["session_key"] == FILTERED
     assert first["n"] == 1
     assert second["exception.message"] == "password=[Filtered]"
+
+
+def test_hooks_chain_to_the_next_callback() -> None:
+    seen: list[dict] = []
+
+    def drop_if_marked(event: dict, hint: dict) -> dict | None:
+        seen.append(event)
+        return None if event.get("tags", {}).get("drop") else event
+
+    hooks = SentryScrubHooks(Scrubber(), then={"before_send": drop_if_marked})
+    kept = hooks.before_send({"extra": {"password": CANARY}}, {})
+    assert kept == {"extra": {"password": FILTERED}}
+    assert seen[0] is kept  # the next callback sees the scrubbed event
+    assert hooks.before_send({"tags": {"drop": "1"}}, {}) is None

@@ -98,6 +98,21 @@ def _from_config(attr: str, env: str, parse: Callable[[str], Any], default: Any)
         return default
 
 
+def _monitor_map(value: Any) -> dict[str, str]:
+    """Command -> schedule from a mapping, ``(name, schedule)`` pairs or ``"name=schedule"``
+    strings (how a config table may hold ``OTEL_BRIDGE_CRON_MONITORS``)."""
+    if isinstance(value, Mapping):
+        return {str(name): str(schedule) for name, schedule in value.items()}
+    monitors: dict[str, str] = {}
+    for entry in value or ():
+        if isinstance(entry, str):
+            name, _, schedule = entry.partition("=")
+        else:
+            name, schedule = entry
+        monitors[str(name).strip()] = str(schedule).strip()
+    return monitors
+
+
 class DjangoCommandsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces Django management commands; optionally sends Sentry check-ins for some.
 
@@ -124,7 +139,8 @@ class DjangoCommandsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )
         wrap_function_wrapper(
-            BaseCommand, "execute", _traced_execute(tracer, frozenset(exclude), dict(monitors))
+            BaseCommand, "execute",
+            _traced_execute(tracer, frozenset(exclude), _monitor_map(monitors)),
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:

@@ -17,9 +17,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
@@ -28,15 +29,27 @@ from sentry_sdk.transport import Transport
 from sentry_sdk.utils import Dsn, format_timestamp
 
 from otel_bridge.config import BridgeConfig
+from otel_bridge.context import (
+    apply_sentry_fields,
+    breadcrumbs_from_span_events,
+    sentry_fields_from_spans,
+)
 from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
-from otel_bridge.pipeline.mapping import transaction_event, transaction_name_and_source
+from otel_bridge.pipeline.mapping import (
+    event_fields_from_resource,
+    transaction_event,
+    transaction_name_and_source,
+)
 from otel_bridge.pipeline.span_errors import (
     exception_error_events,
     exception_key,
     should_report_span_errors,
 )
 from otel_bridge.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event
 
 _logger = logging.getLogger(__name__)
 
@@ -70,6 +83,7 @@ class SentrySpanExporter(SpanExporter):
         self._ingest = _ingest_address(self._config.dsn)
         self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
         self._scrub_event = _event_scrubber(self._config)
+        self._resource_cache: tuple[Resource, dict[str, Any]] | None = None
         self.delivered_transactions = 0
         self.lost_transactions = 0
 
@@ -121,18 +135,28 @@ class SentrySpanExporter(SpanExporter):
         root = assembled.root
         if root.context is None or not root.context.trace_flags.sampled:
             return
-        self._report_span_errors(assembled)
-        span_count = len(assembled.descendants) + 1
+        config = self._config
+        resource_fields = self._resource_fields(root)
+        name, source = transaction_name_and_source(root)
+        dsc = dsc_for_finished_root(
+            root,
+            public_key=self._public_key,
+            release=resource_fields.get("release"),
+            environment=resource_fields.get("environment"),
+            transaction=name,
+            transaction_source=source,
+        )
+        self._report_span_errors(assembled, dsc)
         if _transactions_rate_limited(transport):
             # Sentry asked us to back off: don't spend CPU building what would be dropped.
+            transport.record_lost_event("ratelimit_backoff", data_category="transaction")
             transport.record_lost_event(
-                "ratelimit_backoff", data_category="transaction", quantity=1
+                "ratelimit_backoff",
+                data_category="span",
+                quantity=len(assembled.descendants) + 1,
             )
-            transport.record_lost_event("ratelimit_backoff", data_category="span",
-                                        quantity=span_count)
             self.lost_transactions += 1
             return
-        config = self._config
         parent_hex = (
             format(assembled.parent_span_id, "016x")
             if assembled.parent_span_id is not None
@@ -145,16 +169,8 @@ class SentrySpanExporter(SpanExporter):
             environment=config.environment,
             parent_span_id=parent_hex,
         )
+        apply_sentry_fields(event, self._context_fields(assembled))
         event = self._scrub_event(event)
-        name, source = transaction_name_and_source(root)
-        dsc = dsc_for_finished_root(
-            root,
-            public_key=self._public_key,
-            release=event.get("release"),
-            environment=event.get("environment"),
-            transaction=name,
-            transaction_source=source,
-        )
         headers: dict[str, object] = {
             "event_id": event["event_id"],
             "sent_at": format_timestamp(datetime.now(timezone.utc)),
@@ -162,22 +178,36 @@ class SentrySpanExporter(SpanExporter):
         if dsc:
             headers["trace"] = dsc
         envelope = Envelope(headers=headers)
-        envelope.add_transaction(event)
-        if not _wait_for_room(transport, deadline, self._clock):
-            self.lost_transactions += 1
-            # capture_envelope records the overflow as a client report itself.
-        else:
+        envelope.add_transaction(cast("Event", event))
+        if _wait_for_room(transport, deadline, self._clock):
             self.delivered_transactions += 1
+        else:
+            # capture_envelope records the overflow as a client report itself.
+            self.lost_transactions += 1
         transport.capture_envelope(envelope)
 
-    def _report_span_errors(self, assembled: AssembledTransaction) -> None:
+    def _resource_fields(self, span: ReadableSpan) -> dict[str, Any]:
+        # Every span of a process shares one Resource object: map it once.
+        cached = self._resource_cache
+        if cached is None or cached[0] is not span.resource:
+            fields = event_fields_from_resource(
+                span.resource, release=self._config.release, environment=self._config.environment
+            )
+            cached = self._resource_cache = (span.resource, fields)
+        return cached[1]
+
+    def _report_span_errors(
+        self, assembled: AssembledTransaction, dsc: dict[str, str] | None
+    ) -> None:
         mode = self._config.span_errors
         if mode == "none":
             return
         client = sentry_sdk.get_client()
         if not client.is_active():
             return
-        for span in (assembled.root, *assembled.descendants):
+        spans = (assembled.root, *assembled.descendants)
+        fields: dict[str, Any] | None = None
+        for span in spans:
             if not span.events or not should_report_span_errors(span, mode):
                 continue
             for event in exception_error_events(
@@ -188,8 +218,27 @@ class SentrySpanExporter(SpanExporter):
                     continue  # sentry-sdk already reported this exception, with frames
                 if key is not None:
                     self._runtime.captured.add(key)
+                if fields is None:
+                    fields = self._context_fields(assembled)
+                apply_sentry_fields(event, fields)
+                crumbs = breadcrumbs_from_span_events(spans, until=_event_time_ns(event))
+                if crumbs:
+                    event["breadcrumbs"] = {"values": crumbs}
+                if dsc:
+                    event.setdefault("contexts", {}).setdefault("trace", {})[
+                        "dynamic_sampling_context"
+                    ] = dsc
                 event.setdefault("event_id", uuid.uuid4().hex)
+                # Through the client, so before_send (scrubbing, fingerprint rules), error
+                # sampling and the DSC-to-envelope-header move apply as to any error event.
                 client.capture_event(event)
+
+    def _context_fields(self, assembled: AssembledTransaction) -> dict[str, Any]:
+        return sentry_fields_from_spans(
+            [assembled.root, *assembled.descendants],
+            send_default_pii=self._config.send_default_pii,
+            tag_keys=self._config.tag_keys,
+        )
 
     def _report_assembly_drops(self) -> None:
         dropped = self._assembler.stats.take_dropped()
@@ -238,6 +287,11 @@ def _ingest_address(dsn: str | None) -> tuple[str, int | None] | None:
         return None
     parsed = Dsn(dsn)
     return (parsed.host, parsed.port)
+
+
+def _event_time_ns(event: dict[str, Any]) -> int | None:
+    timestamp = event.get("timestamp")
+    return int(timestamp * 1e9) if isinstance(timestamp, (int, float)) else None
 
 
 def _event_exception_key(event: dict[str, Any]) -> tuple[str, str, str] | None:

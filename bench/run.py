@@ -1,0 +1,450 @@
+"""Run every benchmark, side by side, and write ``bench/results/latest.md``.
+
+    python -m bench.run            # full: several rounds, 100,000 black-holed requests
+    python -m bench.run --quick    # smoke: fewer rounds and requests, < 3 minutes
+
+Sections (``--only django,micro,startup,memory`` picks some):
+
+- django: the shop's order view (5 SQL queries) under five variants, A/B alternating,
+  median of the rounds: server CPU per request including the final flush, and transactions
+  delivered to the sink for a 400-request burst;
+- micro: per-span cost of on_end + export for three span pipelines;
+- startup: ``opentelemetry-instrument python -c pass`` with otel-bridge vs
+  opentelemetry-distro alone (in ``var/bench-venv``, made on first use);
+- memory: RSS growth of the server while the ingest is black-holed, and how the drops
+  were reported (client reports at the sink once it answers again).
+
+Targets are printed as PASS/MISS; nothing here fails on a miss. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procs import REPO_ROOT, VENV_BIN, Server, Sink, clean_env, cpu_seconds, load, rss_bytes
+
+RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
+BENCH_VENV = REPO_ROOT / "var" / "bench-venv"
+DISTRO_VERSION = "0.66b1"
+
+VARIANT_LABELS = {
+    "bare": "(a) bare Django",
+    "native": "(b) sentry-sdk native",
+    "sentry_otel": "(c) OTel + SentrySpanProcessor",
+    "otel_null": "(d) OTel + batch + null exporter",
+    "bridge": "(e) otel-bridge",
+}
+TRANSACTION_MARK = "orders"  # transactions of the measured view; warm-up hits /health/
+
+
+@dataclass(frozen=True)
+class Mode:
+    rounds: int
+    burst: int
+    concurrency: int
+    warmup: int
+    micro_traces: int
+    micro_rounds: int
+    startup_runs: int
+    memory_requests: int
+
+
+QUICK = Mode(rounds=2, burst=400, concurrency=4, warmup=20, micro_traces=1000, micro_rounds=2,
+             startup_runs=5, memory_requests=3000)
+FULL = Mode(rounds=5, burst=400, concurrency=4, warmup=20, micro_traces=4000, micro_rounds=5,
+            startup_runs=15, memory_requests=100_000)
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        for line in lines:
+            print(line, flush=True)
+            self.lines.append(line)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rotated(items: Sequence[str], shift: int) -> list[str]:
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+# -- django ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    cpu_s: float  # from just before the burst until the process was reaped
+    delivered: int
+    ok: int
+    errors: int
+    exit_code: int
+
+
+def orders_transactions(stats: dict[str, Any]) -> int:
+    return sum(n for name, n in stats["transactions"].items() if TRANSACTION_MARK in name)
+
+
+def run_django_once(sink: Sink, variant: str, requests: int, mode: Mode) -> RunResult:
+    sink.mode("normal", reset=True)
+    server = Server(variant, sink.dsn)
+    try:
+        load(server.port, mode.warmup, path="/health/", concurrency=1)
+        before = cpu_seconds(server.pid)
+        if requests:
+            summary = load(server.port, requests, concurrency=mode.concurrency)
+        else:
+            summary = {"ok": 0, "errors": {}}
+            time.sleep(0.5)
+        exited = server.terminate()
+    finally:
+        server.kill()
+    if exited.returncode not in (0, 143, -15):
+        print(f"  ! {variant} exited with {exited.returncode}:\n{server.stderr_text()}")
+    stats = sink.stats()
+    return RunResult(
+        cpu_s=exited.cpu_seconds - before,
+        delivered=orders_transactions(stats),
+        ok=int(summary["ok"]),
+        errors=sum(summary["errors"].values()),
+        exit_code=exited.returncode,
+    )
+
+
+def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
+    variants = list(VARIANT_LABELS)
+    idle: dict[str, list[float]] = {v: [] for v in variants}
+    burst: dict[str, list[RunResult]] = {v: [] for v in variants}
+    for round_index in range(mode.rounds):
+        order = rotated(variants, round_index)
+        print(f"django round {round_index + 1}/{mode.rounds}: {', '.join(order)}", flush=True)
+        for variant in order:
+            if round_index == 0 or mode is FULL:
+                idle[variant].append(run_django_once(sink, variant, 0, mode).cpu_s)
+            result = run_django_once(sink, variant, mode.burst, mode)
+            burst[variant].append(result)
+            print(f"  {variant}: {(result.cpu_s - median(idle[variant])) / mode.burst * 1e6:.0f}"
+                  f" us/request, delivered {result.delivered}/{mode.burst}", flush=True)
+
+    per_request = {
+        v: median([(r.cpu_s - median(idle[v])) / mode.burst * 1e6 for r in burst[v]])
+        for v in variants
+    }
+    delivered = {v: median([r.delivered for r in burst[v]]) for v in variants}
+    failures = {v: sum(r.errors + (mode.burst - r.ok) for r in burst[v]) for v in variants}
+    bare = per_request["bare"]
+    report.add(
+        "## Django view, 5 SQL queries, 100% sampling",
+        "",
+        f"{mode.burst}-request burst ({mode.concurrency} concurrent clients) per run; "
+        f"{mode.rounds} round(s), variants alternating; medians. CPU = server process "
+        "user+sys from just before the burst until it exited after SIGTERM (final flush "
+        "included), minus the same for an idle run, divided by the requests.",
+        "",
+        "| variant | CPU µs/request | over bare | transactions delivered | failed requests |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    )
+    for v in variants:
+        shown = "n/a" if v in ("bare", "otel_null") else (
+            f"{delivered[v]:.0f}/{mode.burst} ({delivered[v] / mode.burst:.0%})"
+        )
+        report.add(
+            f"| {VARIANT_LABELS[v]} | {per_request[v]:,.0f} | {per_request[v] - bare:+,.0f} "
+            f"| {shown} | {failures[v]} |"
+        )
+    vs_native = per_request["bridge"] / per_request["native"]
+    vs_floor = per_request["bridge"] / per_request["otel_null"]
+    delivered_ratio = delivered["bridge"] / mode.burst
+    overhead = (per_request["bridge"] - bare) / max(per_request["otel_null"] - bare, 1e-9)
+    report.add(
+        "",
+        f"- otel-bridge / native CPU per request: **{vs_native:.2f}x** (target <= 0.5x) "
+        f"{verdict(vs_native <= 0.5)}",
+        f"- otel-bridge / OTel floor (d): **{vs_floor:.2f}x** (target <= 1.6x) "
+        f"{verdict(vs_floor <= 1.6)}",
+        f"- otel-bridge delivered: **{delivered_ratio:.0%}** of {mode.burst} (target 100%) "
+        f"{verdict(delivered_ratio >= 1.0)}",
+        f"- otel-bridge / SentrySpanProcessor (c): "
+        f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x; overhead over bare "
+        f"Django, otel-bridge / floor: {overhead:.2f}x",
+        "",
+    )
+    return {"vs_native": vs_native, "vs_floor": vs_floor, "delivered": delivered_ratio}
+
+
+# -- micro -------------------------------------------------------------------------------
+
+
+def run_micro(variant: str, traces: int) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.micro", "--variant", variant, "--traces", str(traces)],
+        cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench.micro {variant} failed:\n{completed.stderr[-3000:]}")
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def bench_micro(report: Report, mode: Mode) -> dict[str, float]:
+    variants = ["none", "batch_null", "sentry_processor", "bridge"]
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    delivered: dict[str, Any] = {}
+    spans = 0
+    for round_index in range(mode.micro_rounds):
+        for variant in rotated(variants, round_index):
+            result = run_micro(variant, mode.micro_traces)
+            cpu[variant].append(result["cpu_s"])
+            delivered[variant] = result["delivered"]
+            spans = int(result["spans"])
+    base = median(cpu["none"])
+    per_span = {v: (median(cpu[v]) - base) / spans * 1e6 for v in variants if v != "none"}
+    report.add(
+        "## Per-span cost of the span pipeline (in-process)",
+        "",
+        f"{mode.micro_traces} traces of 6 spans (1 server + 5 SQL), {mode.micro_rounds} "
+        "round(s), medians; CPU of every thread until the pipeline handed everything to the "
+        "transport (sentry-sdk's HTTP transport minus the request: queue, serialisation, "
+        "compression), minus the cost of making the spans with no processor "
+        f"({base / spans * 1e6:.1f} µs/span).",
+        "",
+        "| pipeline | µs/span | vs batch+null | handed on |",
+        "| --- | ---: | ---: | --- |",
+    )
+    labels = {
+        "batch_null": "BatchSpanProcessor + null exporter",
+        "sentry_processor": "sentry-sdk SentrySpanProcessor",
+        "bridge": "otel-bridge (its processors + batch + `sentry` exporter)",
+    }
+    for v in ("batch_null", "sentry_processor", "bridge"):
+        report.add(
+            f"| {labels[v]} | {per_span[v]:.1f} | {per_span[v] / per_span['batch_null']:.1f}x "
+            f"| {json.dumps(delivered.get(v, {}))} |"
+        )
+    ratio = per_span["bridge"] / per_span["sentry_processor"]
+    report.add("", f"- otel-bridge / SentrySpanProcessor per span: **{ratio:.2f}x**", "")
+    return {"micro_vs_sentry": ratio}
+
+
+# -- startup -----------------------------------------------------------------------------
+
+
+def ensure_bench_venv() -> Path:
+    """``var/bench-venv``: opentelemetry-distro and the same OTel/contrib set, no otel-bridge."""
+    python = BENCH_VENV / "bin" / "python"
+    marker = BENCH_VENV / ".complete"
+    if marker.exists():
+        return BENCH_VENV / "bin"
+    print(f"creating {BENCH_VENV} (once)...", flush=True)
+    shutil.rmtree(BENCH_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+        project = tomllib.load(handle)["project"]
+    requirements = [*project["dependencies"], "django", "requests",
+                    f"opentelemetry-distro=={DISTRO_VERSION}"]
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(REPO_ROOT / "constraints.txt"),
+         *requirements],
+        check=True, capture_output=True,
+    )
+    marker.write_text("ok\n")
+    return BENCH_VENV / "bin"
+
+
+def _wall_medians(commands: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for index, (args, env) in enumerate(commands):
+            start = time.perf_counter()
+            subprocess.run(args, env=env, check=True, capture_output=True)
+            times[index].append(time.perf_counter() - start)
+    return [median(t) for t in times]
+
+
+def _hyperfine(commands: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
+    out = REPO_ROOT / "var" / "bench-hyperfine.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shell_commands = [
+        " ".join(["env", "-i", *(f"{k}={v}" for k, v in env.items()), *args])
+        for args, env in commands
+    ]
+    subprocess.run(
+        ["hyperfine", "--warmup", "2", "--runs", str(runs), "--style", "none",
+         "--export-json", str(out), *shell_commands],
+        check=True, capture_output=True,
+    )
+    results = json.loads(out.read_text())["results"]
+    return [float(r["median"]) for r in results]
+
+
+def bench_startup(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
+    other_bin = ensure_bench_venv()
+    common = {"OTEL_SERVICE_NAME": "bench", "OTEL_METRICS_EXPORTER": "none",
+              "OTEL_LOGS_EXPORTER": "none"}
+    ours_env = clean_env({**common, "SENTRY_DSN": sink.dsn})
+    ours_env.pop("PYTHONPATH", None)
+    theirs_env = clean_env({**common, "OTEL_TRACES_EXPORTER": "otlp"}, other_bin)
+    theirs_env.pop("PYTHONPATH", None)
+    commands = [
+        ([str(VENV_BIN / "opentelemetry-instrument"), str(VENV_BIN / "python"), "-c", "pass"],
+         ours_env),
+        ([str(other_bin / "opentelemetry-instrument"), str(other_bin / "python"), "-c", "pass"],
+         theirs_env),
+        ([str(VENV_BIN / "python"), "-c", "pass"], clean_env()),
+    ]
+    tool = "hyperfine" if shutil.which("hyperfine") else "wall clock"
+    measure: Callable[[list[tuple[list[str], dict[str, str]]], int], list[float]] = (
+        _hyperfine if tool == "hyperfine" else _wall_medians
+    )
+    # A/B alternating at the granularity of rounds; hyperfine takes the median within each
+    rounds: list[list[float]] = []
+    for round_index in range(2):
+        order = [0, 1, 2] if round_index % 2 == 0 else [1, 0, 2]
+        timed = measure([commands[i] for i in order], mode.startup_runs)
+        rounds.append([timed[order.index(i)] for i in range(3)])
+    ours, theirs, python = (median([r[i] for r in rounds]) for i in range(3))
+    ratio = ours / theirs
+    report.add(
+        "## Start-up: `opentelemetry-instrument python -c pass`",
+        "",
+        f"Median wall time ({tool}, {mode.startup_runs} runs x 2 rounds, alternating).",
+        "",
+        "| command | ms |",
+        "| --- | ---: |",
+        f"| otel-bridge distro (SENTRY_DSN set, `sentry` exporter) | {ours * 1000:.0f} |",
+        f"| opentelemetry-distro {DISTRO_VERSION} alone (`otlp` exporter) | "
+        f"{theirs * 1000:.0f} |",
+        f"| plain `python -c pass` | {python * 1000:.0f} |",
+        "",
+        f"- otel-bridge / opentelemetry-distro: **{ratio:.2f}x** (target <= 1.1x) "
+        f"{verdict(ratio <= 1.1)}",
+        "",
+    )
+    return {"startup": ratio}
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
+    requests = mode.memory_requests
+    sink.mode("blackhole", reset=True)
+    server = Server("bridge", sink.dsn)
+    rss: list[int] = []
+    sent = 0
+    started = time.monotonic()
+    try:
+        load(server.port, mode.warmup, path="/health/")
+        baseline = rss_bytes(server.pid)
+        chunk = max(requests // 20, 100)
+        while sent < requests:
+            count = min(chunk, requests - sent)
+            load(server.port, count, concurrency=mode.concurrency)
+            sent += count
+            rss.append(rss_bytes(server.pid))
+            print(f"  memory: {sent}/{requests} requests, RSS "
+                  f"{(rss[-1] - baseline) / 2**20:+.1f} MB", flush=True)
+        held = sink.stats()["held"]
+        sink.mode("normal")  # the outage ends: held requests are cut, the next ones answered
+        time.sleep(1.0)
+        exited = server.terminate(timeout=120)
+    finally:
+        server.kill()
+        sink.mode("normal")
+    stats = sink.stats()
+    delivered = orders_transactions(stats)
+    discarded = {k: v for k, v in stats["discarded"].items() if k.endswith(":transaction")}
+    reported = sum(discarded.values())
+    unaccounted = requests - delivered - reported
+    growth = (max(rss) - baseline) / 2**20
+    report.add(
+        "## Memory with the ingest black-holed",
+        "",
+        f"{requests:,} requests to otel-bridge while the sink accepts connections and never "
+        f"answers ({time.monotonic() - started:.0f} s); then the sink answers again and the "
+        "server is stopped with SIGTERM.",
+        "",
+        "| figure | value |",
+        "| --- | ---: |",
+        f"| RSS growth over the run (max) | {growth:.1f} MB |",
+        f"| RSS at the end vs after warm-up | {(rss[-1] - baseline) / 2**20:+.1f} MB |",
+        f"| envelopes held by the black hole at the end | {held} |",
+        f"| transactions delivered after the outage | {delivered:,} |",
+        f"| transaction drops reported in client reports | {reported:,} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(discarded.items())) or 'none'}) |",
+        f"| transactions neither delivered nor reported | {unaccounted:,} |",
+        f"| server exit code | {exited.returncode} |",
+        "",
+        f"- RSS growth: **{growth:.1f} MB** (target <= 30 MB) {verdict(growth <= 30)}",
+        f"- every lost transaction reported: {verdict(unaccounted <= 0)}",
+        "",
+    )
+    return {"rss_growth_mb": growth, "unaccounted": float(unaccounted)}
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="otel-bridge benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smoke mode, < 3 minutes")
+    parser.add_argument("--only", default="django,micro,startup,memory",
+                        help="comma-separated sections to run")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+
+    report = Report()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report.add(
+        f"# otel-bridge benchmarks ({'quick' if args.quick else 'full'})",
+        "",
+        f"{now}; {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; `python -m bench.run{' --quick' if args.quick else ''}`",
+        "",
+    )
+    started = time.monotonic()
+    sink = Sink()
+    try:
+        if "django" in sections:
+            bench_django(report, sink, mode)
+        if "micro" in sections:
+            bench_micro(report, mode)
+        if "startup" in sections:
+            bench_startup(report, sink, mode)
+        if "memory" in sections:
+            bench_memory(report, sink, mode)
+    finally:
+        sink.stop()
+    report.add(f"_Total time: {time.monotonic() - started:.0f} s._")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(report.lines) + "\n")
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
