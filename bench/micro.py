@@ -168,12 +168,13 @@ def _setup_bridge() -> Callable[[], dict[str, int]]:
     configure()
     client = sentry_sdk.get_client()
     transport_class = _counting_transport_class()
-    client.transport = transport_class(client.options)
+    transport = transport_class(client.options)
+    client.transport = transport
     provider = trace.get_tracer_provider()
 
     def finish() -> dict[str, int]:
         provider.force_flush()  # type: ignore[attr-defined]
-        client.transport.flush(timeout=120)
+        transport.flush(timeout=120)
         return dict(transport_class.sent_items)
 
     return finish

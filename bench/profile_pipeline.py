@@ -4,8 +4,8 @@
 
 Spans are recorded first (on_end of the bridge's own span processors included, as on the
 request thread), then handed to the `sentry` exporter in batches of 512 as the batch
-processor would, with cProfile on. The transport serialises and compresses inline (no worker thread, no HTTP request), so
-its cost shows in the profile and no thread competes for the GIL.
+processor would, with cProfile on. The transport serialises and compresses inline (no worker
+thread, no HTTP request), so its cost shows in the profile and no thread competes for the GIL.
 Prints the per-span cost of each half and the top of the profile.
 """
 

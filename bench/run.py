@@ -20,7 +20,9 @@ Targets are printed as PASS/MISS; nothing here fails on a miss. See docs/benchma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -29,9 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ VARIANT_LABELS = {
 TRANSACTION_MARK = "orders"  # transactions of the measured view; warm-up hits /health/
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Mode:
     rounds: int
     burst: int
@@ -69,9 +69,9 @@ FULL = Mode(rounds=5, burst=400, concurrency=4, warmup=20, micro_traces=4000, mi
             startup_runs=15, memory_requests=100_000)
 
 
-@dataclass
+@dataclasses.dataclass
 class Report:
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, *lines: str) -> None:
         for line in lines:
@@ -95,7 +95,7 @@ def rotated(items: Sequence[str], shift: int) -> list[str]:
 # -- django ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RunResult:
     cpu_s: float  # from just before the burst until the process was reaped
     delivered: int
@@ -108,9 +108,11 @@ def orders_transactions(stats: dict[str, Any]) -> int:
     return sum(n for name, n in stats["transactions"].items() if TRANSACTION_MARK in name)
 
 
-def run_django_once(sink: Sink, variant: str, requests: int, mode: Mode) -> RunResult:
+def run_django_once(
+    sink: Sink, variant: str, requests: int, mode: Mode, env: dict[str, str] | None = None
+) -> RunResult:
     sink.mode("normal", reset=True)
-    server = Server(variant, sink.dsn)
+    server = Server(variant, sink.dsn, env)
     try:
         load(server.port, mode.warmup, path="/health/", concurrency=1)
         before = cpu_seconds(server.pid)
@@ -142,7 +144,7 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         order = rotated(variants, round_index)
         print(f"django round {round_index + 1}/{mode.rounds}: {', '.join(order)}", flush=True)
         for variant in order:
-            if round_index == 0 or mode is FULL:
+            if round_index == 0 or mode.rounds > QUICK.rounds:
                 idle[variant].append(run_django_once(sink, variant, 0, mode).cpu_s)
             result = run_django_once(sink, variant, mode.burst, mode)
             burst[variant].append(result)
@@ -260,9 +262,10 @@ def ensure_bench_venv() -> Path:
     print(f"creating {BENCH_VENV} (once)...", flush=True)
     shutil.rmtree(BENCH_VENV, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
-        project = tomllib.load(handle)["project"]
-    requirements = [*project["dependencies"], "django", "requests",
+    # otel-bridge's own requirements (from its installed metadata), minus otel-bridge
+    dependencies = [r for r in importlib.metadata.requires("otel-bridge") or ()
+                    if "extra ==" not in r]
+    requirements = [*dependencies, "django", "requests",
                     f"opentelemetry-distro=={DISTRO_VERSION}"]
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "-c", str(REPO_ROOT / "constraints.txt"),
@@ -413,8 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="django,micro,startup,memory",
                         help="comma-separated sections to run")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--memory-requests", type=int, default=None,
+                        help="requests for the memory section (default: 3,000 quick, 100,000 full)")
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
+    if args.memory_requests:
+        mode = dataclasses.replace(mode, memory_requests=args.memory_requests)
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
 
     report = Report()

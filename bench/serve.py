@@ -2,13 +2,14 @@
 
     python -m bench.serve --variant native --port 8000 --dsn http://key@127.0.0.1:9000/1
 
-One process (wsgiref, a thread per request, like Django's runserver without its request
-log): the runner reads that process's CPU time, and every variant pays the same server
-overhead. Variants set up their tracing here, before
-Django loads, as their documentation says:
+One process (wsgiref without its request log; one request at a time unless ``--threaded``):
+the runner reads that process's CPU time, and every variant pays the same server overhead.
+Variants set up their tracing here, before Django loads, as their documentation says:
 
 - ``bare``: nothing;
 - ``native``: ``sentry_sdk.init(dsn, traces_sample_rate=1.0)`` (its Django integration);
+- ``sentry_errors``: ``sentry_sdk.init(dsn)``, tracing off: what sentry-sdk costs as the error
+  engine alone (otel-bridge starts it that way);
 - ``sentry_otel``: sentry-sdk's documented OpenTelemetry bridge: ``instrumenter="otel"``, a
   ``TracerProvider`` with ``SentrySpanProcessor`` and ``SentryPropagator``;
 - ``otel_null``: a ``TracerProvider`` with a ``BatchSpanProcessor`` and an exporter that
@@ -30,19 +31,26 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from types import FrameType
 from typing import Any
-from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 SHOP_DIR = Path(__file__).resolve().parents[1] / "samples" / "shop"
-VARIANTS = ("bare", "native", "sentry_otel", "otel_null", "bridge")
+VARIANTS = ("bare", "native", "sentry_errors", "sentry_otel", "otel_null", "bridge")
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    """A thread per request, as Django's runserver: a burst really overlaps."""
+    """A thread per request, as Django's runserver (``--threaded``)."""
 
     daemon_threads = True
+    request_queue_size = 128
+
+
+class _Server(WSGIServer):
+    """One request at a time; a burst waits in the listen backlog, so the process never
+    idles during it, and no thread start or GIL hand-over is measured with the request."""
+
     request_queue_size = 128
 
 
@@ -51,10 +59,10 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _setup_native(dsn: str) -> None:
+def _setup_native(dsn: str, traces_sample_rate: float | None = 1.0) -> None:
     import sentry_sdk
 
-    sentry_sdk.init(dsn=dsn, traces_sample_rate=1.0)
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=traces_sample_rate)
 
 
 def _setup_sentry_otel(dsn: str) -> None:
@@ -86,6 +94,8 @@ def _setup_otel_null() -> None:
 def setup(variant: str, dsn: str) -> None:
     if variant == "native":
         _setup_native(dsn)
+    elif variant == "sentry_errors":
+        _setup_native(dsn, traces_sample_rate=None)
     elif variant == "sentry_otel":
         _setup_sentry_otel(dsn)
     elif variant == "otel_null":
@@ -109,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", default=os.environ.get("SENTRY_DSN", ""))
+    parser.add_argument("--threaded", action="store_true", help="a thread per request")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(SHOP_DIR))
@@ -121,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     application = get_wsgi_application()
     server = make_server(
         "127.0.0.1", args.port, application,
-        server_class=_ThreadingServer, handler_class=_QuietHandler,
+        server_class=_ThreadingServer if args.threaded else _Server,
+        handler_class=_QuietHandler,
     )
     try:
         server.serve_forever(poll_interval=0.5)

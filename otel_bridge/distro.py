@@ -80,3 +80,10 @@ class BridgeDistro(BaseDistro):  # type: ignore[misc]
         from otel_bridge.propagation.setup import install_global_propagator
 
         install_global_propagator(load_config(), os.environ)
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name == "logging":
+            # stdlib records get otelTraceID/otelSpanID. Passed here rather than through
+            # OTEL_PYTHON_LOG_CORRELATION, which would also call logging.basicConfig().
+            kwargs.setdefault("inject_trace_context", True)
+        super().load_instrumentor(entry_point, **kwargs)

@@ -245,6 +245,17 @@ def _propagators_section(effective: Mapping[str, str], bridged: bool) -> Section
         section.add("none", "no propagation", "'none' in OTEL_PROPAGATORS removes every propagator")
         return section
     _, unknown = validate_propagator_names(",".join(names))
+    # otel_bridge.pth already removed these at interpreter start (see propagation/envfix.py).
+    from otel_bridge.propagation.envfix import DROPPED_ENV
+
+    removed = [n for n in split_names(effective.get(DROPPED_ENV, "")) if n not in names]
+    for name in removed:
+        section.add(
+            name, "unknown",
+            f"not installed (installed: {', '.join(sorted(installed))}); ignored, with one "
+            "warning at start-up (otel-bridge's start-up hook, otel_bridge.pth, removes it)",
+            problem=True,
+        )
     for name in names:
         low = name.lower()
         if bridged and low in _BRIDGE_PROPAGATOR_ALIASES:

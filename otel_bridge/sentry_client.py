@@ -146,13 +146,25 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
 
 
 def _event_hooks(config: BridgeConfig) -> dict[str, Any]:
+    """sentry-sdk's before_* hooks: scrubbing first, then dropping the stdlib copy of a log
+    call that structlog already bridged, then the fingerprint rules."""
     from otel_bridge.context import apply_fingerprint_rules
+    from otel_bridge.logs import drop_bridged_breadcrumb, drop_bridged_event, drop_bridged_log
     from otel_bridge.scrub import Scrubber, SentryScrubHooks
 
     rules = config.fingerprint_rules
-    then: dict[str, Any] = {}
-    if rules:
-        then["before_send"] = lambda event, hint: apply_fingerprint_rules(event, rules)
+
+    def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+        kept: dict[str, Any] | None = drop_bridged_event(event, hint)
+        if kept is not None and rules:
+            kept = apply_fingerprint_rules(kept, rules)
+        return kept
+
+    then: dict[str, Any] = {
+        "before_send": before_send,
+        "before_breadcrumb": drop_bridged_breadcrumb,
+        "before_send_log": drop_bridged_log,
+    }
     if config.scrub_enabled:
         return SentryScrubHooks(Scrubber.from_config(config), then=then).init_kwargs()
     return then

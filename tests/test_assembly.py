@@ -30,9 +30,8 @@ def _names(spans: list[ReadableSpan] | tuple[ReadableSpan, ...]) -> list[str]:
 def test_children_wait_for_their_local_root(tracer_and_spans) -> None:
     tracer, exporter = tracer_and_spans
     with tracer.start_as_current_span("root"):
-        with tracer.start_as_current_span("child"):
-            with tracer.start_as_current_span("grandchild"):
-                pass
+        with tracer.start_as_current_span("child"), tracer.start_as_current_span("grandchild"):
+            pass
         with tracer.start_as_current_span("sibling"):
             pass
     finished = exporter.get_finished_spans()
@@ -51,9 +50,8 @@ def test_remote_parent_makes_a_local_root(tracer_and_spans) -> None:
     tracer, exporter = tracer_and_spans
     remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
     ctx = trace.set_span_in_context(NonRecordingSpan(remote))
-    with tracer.start_as_current_span("server", context=ctx):
-        with tracer.start_as_current_span("db"):
-            pass
+    with tracer.start_as_current_span("server", context=ctx), tracer.start_as_current_span("db"):
+        pass
     spans = exporter.get_finished_spans()
     assert is_local_root(spans[1]) and not is_local_root(spans[0])
     ready = TransactionAssembler(max_pending=100, pending_ttl=60).add(spans, now=0.0)

@@ -66,7 +66,7 @@ def test_invalid_dsn_is_flagged_without_printing_it() -> None:
         ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
          "opentelemetry-exporter-otlp-proto-grpc"),
         ({"OTEL_PROPAGATORS": "tracecontext,b3"}, "ignored, with one warning"),
-        ({"OTEL_PROPAGATORS": "b3", "OTEL_PYTHON_DISTRO": "nope"}, "exits before"),
+        ({"OTEL_PROPAGATORS": "b3", "OTEL_PYTHON_DISTRO": "nope"}, "start-up hook"),
         ({"DJANGO_SETTINGS_MODULE": ""}, "DJANGO_SETTINGS_MODULE is not in the environment"),
         ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requestz"}, "requestz"),
         ({"OTEL_PYTHON_DISTRO": "otel-bridge"}, "OTEL_PYTHON_DISTRO='otel-bridge'"),

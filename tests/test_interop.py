@@ -128,6 +128,8 @@ def test_sentry_sdk_upstream_and_downstream(
     up_client_spans = set().union(*(client_span_ids(e) for e in up_events))
     assert shop_event["contexts"]["trace"]["parent_span_id"] in up_client_spans
     # the downstream's parent is the shop's outgoing client span
+    parents = {e["contexts"]["trace"].get("parent_span_id") for e in up_events}
+    assert f"{sentry.span_id:016x}" in parents
     assert f"{sentry.span_id:016x}" in client_span_ids(shop_event), shop_event.get("spans")
     # DSC in every envelope header: the frozen upstream one, never the shop's own
     assert shop_header == dsc

@@ -399,6 +399,9 @@ def test_insertion_before_exception_formatting_and_renderer() -> None:
     assert insert_bridge_processors(chain, ours)[1] is add_trace_context
     already = [add_trace_context, renderer]
     assert insert_bridge_processors(already, ours) == already
+    mine = SentryBridge(event_level="CRITICAL")
+    mixed = insert_bridge_processors([mine, renderer], [add_trace_context, SentryBridge()])
+    assert mixed == [mine, add_trace_context, renderer]  # the app's own bridge is kept
 
 
 def test_instrumentor_inserts_and_removes_processors(ingest: RecordingIngest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -84,33 +85,45 @@ def test_sanitize_removes_only_unknown_names() -> None:
     assert sanitize_otel_propagators(untouched, known) == [] and len(untouched) == 1
 
 
-_LAUNCH = """
-import site, sys
-{addsitedir}
-sys.argv = ["opentelemetry-instrument", sys.executable, "-c",
-            "import os; print('app ran', os.environ.get('OTEL_PROPAGATORS'))"]
+_LAUNCH_WITHOUT_SITE = """
+import sys
+# -S: no site module, so no .pth file runs; the packages are still importable.
+sys.path.append({purelib!r})
+sys.argv = ["opentelemetry-instrument", sys.executable, "-c", "print('app ran')"]
 from opentelemetry.instrumentation.auto_instrumentation import run
 run()
 """
 
 
-@pytest.mark.parametrize("with_pth", [True, False])
-def test_pth_hook_keeps_opentelemetry_instrument_alive(tmp_path: Path, with_pth: bool) -> None:
-    """The launcher imports opentelemetry.propagate before any distro: without the .pth
-    an unknown name kills it (exit 1); with it the app runs with the name removed."""
-    (tmp_path / "otel_bridge.pth").write_text(PTH.read_text())
-    addsitedir = f"site.addsitedir({str(tmp_path)!r})" if with_pth else ""
+def test_without_the_hook_an_unknown_propagator_kills_the_launcher() -> None:
+    """Why the hook exists: the launcher imports opentelemetry.propagate before any distro."""
     result = subprocess.run(
-        [sys.executable, "-c", _LAUNCH.format(addsitedir=addsitedir)],
+        [sys.executable, "-S", "-c",
+         _LAUNCH_WITHOUT_SITE.format(purelib=sysconfig.get_paths()["purelib"])],
         env=clean_env({"OTEL_PROPAGATORS": "tracecontext,bogus", "OTEL_SDK_DISABLED": "true"}),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    if with_pth:
-        assert result.returncode == 0, result.stderr
-        assert "app ran tracecontext" in result.stdout
-    else:
-        assert result.returncode != 0
-        assert "Propagator bogus not found" in result.stderr
+    assert result.returncode != 0
+    assert "Propagator bogus not found" in result.stderr
+
+
+def test_installed_hook_keeps_opentelemetry_instrument_alive() -> None:
+    """With otel_bridge.pth installed at the top of site-packages (the wheel puts it there,
+    scripts/bootstrap does for the editable install) the app runs with the name removed."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    assert (purelib / "otel_bridge.pth").read_text() == PTH.read_text()
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(launcher), sys.executable, "-c",
+         "import os; print('app ran', os.environ.get('OTEL_PROPAGATORS'))"],
+        env=clean_env({"OTEL_PROPAGATORS": "tracecontext,bogus", "OTEL_SDK_DISABLED": "true"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "app ran tracecontext" in result.stdout

@@ -380,3 +380,32 @@ def test_sampler_keeps_the_callers_attributes() -> None:
         assert root.attributes["a"] == 1  # type: ignore[attr-defined]
         assert ATTR_SAMPLE_RAND in root.attributes  # type: ignore[attr-defined]
         assert child.attributes == {"b": 2}  # type: ignore[attr-defined]
+
+
+def test_sampler_entry_point_loads_through_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk._configuration import _import_sampler
+
+    from otel_bridge.sampling import BridgeSampler
+
+    monkeypatch.setenv("SENTRY_TRACES_SAMPLE_RATE", "0.25")
+    sampler = _import_sampler("otel_bridge")
+    assert isinstance(sampler, BridgeSampler)
+    assert "rate=0.25" in sampler.get_description()
+
+
+def test_forgotten_traces_get_the_same_dsc_again() -> None:
+    from otel_bridge.dsc import LocalRootTracker
+
+    tracker = LocalRootTracker(public_key="pk", release=None, environment=None,
+                               sample_rate=0.5, max_traces=2)
+    contexts = [
+        trace.SpanContext(t, 1, is_remote=False, trace_flags=trace.TraceFlags(1))
+        for t in (11, 12, 13)
+    ]
+    first = tracker.dsc_for(contexts[0], None)
+    tracker.dsc_for(contexts[1], None)
+    tracker.dsc_for(contexts[2], None)  # the first trace is forgotten now
+    assert len(tracker._traces) == 2
+    again = tracker.dsc_for(contexts[0], None)
+    assert again == first
+    assert float(first["sample_rand"]) < float(first["sample_rate"])

@@ -30,7 +30,13 @@ from opentelemetry.instrumentation.utils import unwrap
 from structlog.typing import Processor
 from wrapt import wrap_function_wrapper
 
-from otel_bridge.logs import bridge_processors, install_handler_filters, is_bridge_processor
+from otel_bridge.logs import (
+    OTelLogEmitter,
+    SentryBridge,
+    bridge_processors,
+    install_handler_filters,
+    is_bridge_processor,
+)
 from otel_bridge.logs.dedupe import remove_handler_filters
 from otel_bridge_instrumentation_structlog.package import _instruments
 from otel_bridge_instrumentation_structlog.version import __version__
@@ -59,17 +65,30 @@ def insertion_index(processors: Sequence[Processor]) -> int:
 def insert_bridge_processors(
     processors: Sequence[Processor], ours: Sequence[Processor]
 ) -> list[Processor]:
-    """A new chain with ``ours`` inserted; unchanged when it already holds one of ours (the
-    application wired them by hand)."""
+    """A new chain with ``ours`` inserted, except those whose kind the chain already holds
+    (the application wired some of them by hand, perhaps with its own settings)."""
     chain = list(processors)
-    if any(is_bridge_processor(p) for p in chain):
+    present = {_bridge_kind(p) for p in chain if is_bridge_processor(p)}
+    missing = [p for p in ours if _bridge_kind(p) not in present]
+    if not missing:
         return chain
     index = insertion_index(chain)
-    return [*chain[:index], *ours, *chain[index:]]
+    return [*chain[:index], *missing, *chain[index:]]
 
 
-def remove_bridge_processors(processors: Sequence[Processor]) -> list[Processor]:
-    return [p for p in processors if not is_bridge_processor(p)]
+def _bridge_kind(processor: object) -> object:
+    # add_trace_context is a function (itself is its kind); the others are classes.
+    return processor if not isinstance(processor, (SentryBridge, OTelLogEmitter)) else type(
+        processor
+    )
+
+
+def remove_bridge_processors(
+    processors: Sequence[Processor], ours: Sequence[Processor]
+) -> list[Processor]:
+    """``processors`` without the objects in ``ours`` (a bridge the application built itself
+    stays; `add_trace_context`, one shared function, goes either way)."""
+    return [p for p in processors if not any(p is mine for mine in ours)]
 
 
 class StructlogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -83,6 +102,7 @@ class StructlogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     # so uninstrument puts back exactly what was there.
     _original_defaults: Any = None
     _instrumented_defaults: list[Processor] | None = None
+    _inserted: tuple[Processor, ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -97,6 +117,7 @@ class StructlogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 config = get_runtime().config
             ours = bridge_processors(config)
         ours = list(ours)
+        StructlogInstrumentor._inserted = tuple(ours)
 
         def configure_wrapper(
             wrapped: Callable[..., None], instance: Any, args: Any, kw: dict[str, Any]
@@ -130,8 +151,11 @@ class StructlogInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         original = StructlogInstrumentor._original_defaults
         if configured is StructlogInstrumentor._instrumented_defaults and original is not None:
             structlog_config._CONFIG.default_processors = original
-        elif any(is_bridge_processor(p) for p in current):
-            structlog_config._CONFIG.default_processors = remove_bridge_processors(current)
+        else:
+            stripped = remove_bridge_processors(current, StructlogInstrumentor._inserted)
+            if len(stripped) != len(current):
+                structlog_config._CONFIG.default_processors = stripped
         StructlogInstrumentor._original_defaults = None
         StructlogInstrumentor._instrumented_defaults = None
+        StructlogInstrumentor._inserted = ()
         remove_handler_filters()

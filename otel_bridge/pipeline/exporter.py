@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from opentelemetry.sdk.resources import Resource
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from sentry_sdk._types import Event
 
 _logger = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 TransportSource = Callable[[], Transport | None]
 
@@ -265,13 +268,16 @@ class SentrySpanExporter(SpanExporter):
         attributes = span.attributes
         host = attributes.get("server.address", attributes.get("net.peer.name"))
         port = attributes.get("server.port", attributes.get("net.peer.port"))
-        if host is not None:
-            return (str(host), int(port) if isinstance(port, int) else None) in (
-                self._ingest,
-                (self._ingest[0], None),
-            )
-        url = attributes.get("url.full", attributes.get("http.url"))
-        return isinstance(url, str) and f"//{self._ingest[0]}" in url
+        if host is None:
+            url = attributes.get("url.full", attributes.get("http.url"))
+            if not isinstance(url, str):
+                return False
+            try:
+                parts = urlsplit(url)
+                host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+            except ValueError:
+                return False
+        return (str(host), port if isinstance(port, int) else None) == self._ingest
 
 
 def _event_scrubber(config: BridgeConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 
 from otel_bridge import __version__ as _bridge_version
+from otel_bridge.dsc import INTERNAL_ATTRIBUTES
 
 ORIGIN = "auto.otel"
 DEFAULT_OP = "default"
@@ -137,10 +138,15 @@ def json_safe(value: Any) -> Any:
 
 
 def attributes_dict(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
-    """OTel attributes (or resource attributes) as a JSON-safe dict."""
+    """OTel attributes (or resource attributes) as a JSON-safe dict, without the sampling
+    bookkeeping the bridge keeps on local roots (it travels in the envelope header)."""
     if not attributes:
         return {}
-    return {str(key): json_safe(value) for key, value in attributes.items()}
+    return {
+        str(key): json_safe(value)
+        for key, value in attributes.items()
+        if key not in INTERNAL_ATTRIBUTES
+    }
 
 
 def sentry_tag_key(key: str) -> str:

@@ -1,0 +1,324 @@
+"""Failure behaviour, with real processes: the shop under ``opentelemetry-instrument`` with
+``SENTRY_DSN`` pointing at a RecordingIngest that is down, slow, failing or rate limiting.
+
+What must hold whatever the ingest does: the application answers exactly as with a healthy
+ingest, nothing from otel-bridge raises into it (no traceback on stderr), it recovers when
+the ingest does, rate limits are honoured per category, shutdown flushes what is pending,
+pre-forked workers each export their own transactions once, and spans whose root never ends
+do not pile up. No timing is asserted: waits are bounded, outcomes are counted.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+import sentry_sdk
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import set_span_in_context
+
+from otel_bridge.config import load_config
+from otel_bridge.pipeline.exporter import SentrySpanExporter
+from otel_bridge.runtime import Runtime
+from tests.rig.ingest import RecordingIngest
+from tests.rig.processes import InstrumentedServer, run_instrumented
+
+ShopFactory = Callable[..., InstrumentedServer]
+
+# Requests whose answers must not change when the ingest misbehaves (the shop's data is
+# seeded identically at every start, so bodies are byte-for-byte comparable).
+PATHS = ("/orders/1/", "/orders/4/", "/orders/404/", "/health/", "/not-found/")
+FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200"}  # ms: transactions leave within a moment
+
+
+def shop_env(ingest: RecordingIngest, **extra: str) -> dict[str, str]:
+    return {"SENTRY_DSN": ingest.dsn, **extra}
+
+
+def answers(shop: InstrumentedServer) -> list[tuple[str, int, bytes]]:
+    result = []
+    for path in PATHS:
+        response = requests.get(shop.url(path), timeout=30)
+        result.append((path, response.status_code, response.content))
+    return result
+
+
+def orders(ingest: RecordingIngest) -> list[dict[str, Any]]:
+    """Accepted transactions of the order view."""
+    return [e for e in ingest.events("transaction") if "orders" in str(e.get("transaction"))]
+
+
+def wait_orders(ingest: RecordingIngest, count: int, timeout: float = 30.0) -> list[Any]:
+    def enough(ing: RecordingIngest) -> list[Any] | None:
+        found = orders(ing)
+        return found if len(found) >= count else None
+
+    enough.__qualname__ = f"at least {count} order transaction(s)"
+    return ingest.wait_for(enough, timeout)
+
+
+def discarded(ingest: RecordingIngest, category: str) -> dict[str, int]:
+    """Client-report discards of a category, summed by reason."""
+    totals: dict[str, int] = {}
+    for report in ingest.events("client_report"):
+        for entry in report.get("discarded_events", ()):
+            if entry.get("category") == category:
+                reason = str(entry.get("reason"))
+                totals[reason] = totals.get(reason, 0) + int(entry.get("quantity", 0))
+    return totals
+
+
+def assert_no_traceback(shop: InstrumentedServer) -> None:
+    stderr = shop.stderr_text()
+    assert "Traceback" not in stderr, stderr[-5000:]
+
+
+def bridge_tracebacks(stderr: str) -> list[str]:
+    """Tracebacks that went through otel-bridge's code."""
+    return [block for block in stderr.split("Traceback")[1:] if "otel_bridge" in block]
+
+
+def stop_with(shop: InstrumentedServer, signum: int, timeout: float = 30.0) -> int:
+    """Send one signal and wait for a clean exit (no SIGKILL fallback unless it hangs)."""
+    assert shop.process is not None
+    shop.process.send_signal(signum)
+    try:
+        return shop.process.wait(timeout=timeout)
+    finally:
+        shop.stop()
+
+
+# -- ingest down, slow, failing ------------------------------------------------------------
+
+
+def _fault_down(ingest: RecordingIngest) -> None:
+    ingest.stop()
+
+
+def _fault_slow(ingest: RecordingIngest) -> None:
+    ingest.respond_with(200, delay=5.0)
+
+
+def _fault_500(ingest: RecordingIngest) -> None:
+    ingest.respond_with(500)
+
+
+def _heal(ingest: RecordingIngest) -> None:
+    ingest.respond_with(200)
+    ingest.start()
+
+
+FAULTS = {"down": _fault_down, "slow": _fault_slow, "500": _fault_500}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_app_unaffected_by_ingest_fault_and_recovers(
+    fault: str, ingest: RecordingIngest, shop_server: ShopFactory
+) -> None:
+    shop = shop_server(env=shop_env(ingest, **FAST_EXPORT))
+    healthy = answers(shop)
+    wait_orders(ingest, 3)  # the pipeline works before the fault
+
+    FAULTS[fault](ingest)
+    for _ in range(3):
+        assert answers(shop) == healthy
+    during = 3 * 3
+    # let the exporter meet the fault (it exports every 200 ms) before the ingest heals
+    time.sleep(1.5)
+    assert answers(shop) == healthy
+    during += 3
+
+    _heal(ingest)
+    before_recovery = len(orders(ingest))
+    for _ in range(2):
+        assert answers(shop) == healthy
+    # new transactions arrive again (in the slow case, the delayed ones too)
+    expected = before_recovery + 6 if fault != "slow" else 3 + during + 6
+    wait_orders(ingest, expected, timeout=45)
+
+    assert shop.stop() in (0, 143, -signal.SIGTERM)
+    assert_no_traceback(shop)
+    if fault != "slow":
+        # what was lost during the fault was counted (sentry-sdk says `network_error` for
+        # both) and reported once the ingest was back
+        lost = discarded(ingest, "transaction")
+        assert lost.get("network_error", 0) >= 1, (lost, ingest.dump())
+    else:
+        assert len(orders(ingest)) == expected  # slow: nothing lost, nothing twice
+
+
+def test_rate_limits_are_honoured_per_category(
+    ingest: RecordingIngest, shop_server: ShopFactory
+) -> None:
+    window = 8
+    shop = shop_server(env=shop_env(ingest, **FAST_EXPORT))
+    healthy = answers(shop)
+    wait_orders(ingest, 3)
+    ingest.respond_with(
+        429, {"Retry-After": str(window), "X-Sentry-Rate-Limits": f"{window}:transaction:key"}
+    )
+    requests.get(shop.url("/orders/2/"), timeout=30)
+    ingest.wait_for(
+        lambda ing: any(
+            env.status == 429 and env.items_of("transaction") for env in ing.received
+        )
+    )
+    limited_at = time.monotonic()
+    ingest.respond_with(200)
+
+    # inside the window: the app is unaffected, transactions are held back, errors are not
+    assert answers(shop) == healthy
+    boom = requests.get(shop.url("/boom/"), timeout=30)
+    assert boom.status_code == 500
+    [error] = ingest.wait_for_items("event", 1, timeout=min(15, window - 1))
+    assert "boom from shop" in str(error.get("exception"))
+    time.sleep(1.0)  # the window's transactions have reached the exporter by now
+    assert time.monotonic() - limited_at < window, "machine too slow for this window"
+    accepted_in_window = [
+        env for env in ingest.envelopes[:] if env.items_of("transaction")
+    ]
+    names = [item.json.get("transaction") for env in accepted_in_window
+             for item in env.items_of("transaction")]
+    assert not any("health" in str(n) or "boom" in str(n) for n in names), names
+
+    # after the window, transactions flow again
+    time.sleep(max(0.0, window + 0.5 - (time.monotonic() - limited_at)))
+    count = len(orders(ingest))
+    requests.get(shop.url("/orders/3/"), timeout=30)
+    wait_orders(ingest, count + 1)
+
+    shop.stop()
+    assert_no_traceback(shop)
+    names = [str(e.get("transaction")) for e in ingest.events("transaction")]
+    assert not any("health" in n for n in names[1:]), names  # held back ones never sent
+    # the held-back transactions were counted as rate-limit drops
+    assert discarded(ingest, "transaction").get("ratelimit_backoff", 0) >= 1, ingest.dump()
+
+
+# -- shutdown ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_flushes_everything_pending(
+    signum: int, ingest: RecordingIngest, shop_server: ShopFactory
+) -> None:
+    # default batch delay (5 s): at the signal, nearly everything is still pending
+    shop = shop_server(env=shop_env(ingest))
+    for index in range(50):
+        response = requests.get(shop.url(f"/orders/{index % 10 + 1}/"), timeout=30)
+        assert response.status_code == 200
+    returncode = stop_with(shop, signum)
+    assert returncode in (0, 128 + signum, -signum), shop.output_text()
+    delivered = orders(ingest)
+    assert len(delivered) == 50, ingest.dump()[-3000:]
+    assert len({e["event_id"] for e in delivered}) == 50
+    assert not bridge_tracebacks(shop.stderr_text()), shop.stderr_text()[-5000:]
+
+
+ATEXIT_SCRIPT = """
+from opentelemetry import trace
+tracer = trace.get_tracer("failures")
+for index in range(20):
+    with tracer.start_as_current_span(f"job {index}"):
+        with tracer.start_as_current_span("step"):
+            pass
+print("done")
+"""
+
+
+def test_normal_exit_flushes_through_atexit(ingest: RecordingIngest) -> None:
+    result = run_instrumented(
+        ["python", "-c", ATEXIT_SCRIPT],
+        {"SENTRY_DSN": ingest.dsn, "OTEL_SERVICE_NAME": "failures",
+         "OTEL_METRICS_EXPORTER": "none"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    names = sorted(str(e.get("transaction")) for e in ingest.events("transaction"))
+    assert names == sorted(f"job {index}" for index in range(20)), ingest.dump()[-3000:]
+    assert all(len(e["spans"]) == 1 for e in ingest.events("transaction"))
+
+
+# -- pre-fork servers --------------------------------------------------------------------
+
+
+def _pid(event: dict[str, Any]) -> Any:
+    return (event.get("contexts", {}).get("otel", {}).get("resource") or {}).get("process.pid")
+
+
+def test_gunicorn_workers_each_export_once(
+    ingest: RecordingIngest, shop_server: ShopFactory
+) -> None:
+    shop = shop_server(env=shop_env(ingest, **FAST_EXPORT), server="gunicorn", workers=3)
+    sent = 0
+
+    def get(index: int) -> int:
+        return requests.get(shop.url(f"/orders/{index % 10 + 1}/"), timeout=30).status_code
+
+    # concurrent requests spread over the workers; bounded bursts until all three served
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        for _ in range(15):
+            assert set(pool.map(get, range(12))) == {200}
+            sent += 12
+            events = wait_orders(ingest, sent)
+            if len({_pid(e) for e in events}) >= 3:
+                break
+    events = orders(ingest)
+    pids = {_pid(e) for e in events}
+    assert len(pids) == 3 and None not in pids, pids
+    assert shop.pid not in pids  # the master serves nothing and exports nothing
+
+    shop.stop()
+    events = orders(ingest)
+    assert len(events) == sent, f"{len(events)} transactions for {sent} requests"
+    assert len({e["event_id"] for e in events}) == sent
+    span_ids = [e["contexts"]["trace"]["span_id"] for e in events]
+    assert len(set(span_ids)) == sent
+    assert_no_traceback(shop)
+
+
+# -- a root that never ends ----------------------------------------------------------------
+
+
+def test_spans_of_a_root_that_never_ends_are_dropped_and_counted(
+    ingest: RecordingIngest,
+) -> None:
+    config = load_config({"SENTRY_DSN": ingest.dsn, "OTEL_BRIDGE_PENDING_SPAN_TTL": "30"})
+    client = sentry_sdk.Client(
+        dsn=ingest.dsn, default_integrations=False, auto_enabling_integrations=False
+    )
+    now = [1000.0]
+    exporter = SentrySpanExporter(
+        runtime=Runtime(config), transport_source=lambda: client.transport,
+        clock=lambda: now[0],
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("failures")
+    try:
+        never_ending = tracer.start_span("stuck request")
+        parent = set_span_in_context(never_ending)
+        for index in range(25):
+            tracer.start_span(f"child {index}", context=parent).end()
+        assembler = exporter._assembler  # no public view of the buffer yet
+        assert assembler.pending_count == 25
+
+        now[0] += 31  # past the TTL; the next export expires what waited too long
+        with tracer.start_as_current_span("healthy request"):
+            pass
+        assert assembler.pending_count == 0
+        assert assembler.stats.dropped_expired == 25
+        client.flush(timeout=10)
+        [transaction] = ingest.wait_for_items("transaction", 1)
+        assert transaction["transaction"] == "healthy request"
+        ingest.wait_for(lambda ing: discarded(ing, "span"))
+        assert sum(discarded(ingest, "span").values()) == 25, ingest.dump()
+    finally:
+        provider.shutdown()
+        client.close(timeout=2)
