@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -44,6 +43,7 @@ DISTRO_VERSION = "0.66b1"
 VARIANT_LABELS = {
     "bare": "(a) bare Django",
     "native": "(b) sentry-sdk native",
+    "sentry_errors": "(b0) sentry-sdk, errors only (tracing off)",
     "sentry_otel": "(c) OTel + SentrySpanProcessor",
     "otel_null": "(d) OTel + batch + null exporter",
     "bridge": "(e) otel-bridge",
@@ -170,7 +170,7 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         "| --- | ---: | ---: | ---: | ---: |",
     )
     for v in variants:
-        shown = "n/a" if v in ("bare", "otel_null") else (
+        shown = "n/a" if v in ("bare", "otel_null", "sentry_errors") else (
             f"{delivered[v]:.0f}/{mode.burst} ({delivered[v] / mode.burst:.0%})"
         )
         report.add(
@@ -192,6 +192,9 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         f"- otel-bridge / SentrySpanProcessor (c): "
         f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x; overhead over bare "
         f"Django, otel-bridge / floor: {overhead:.2f}x",
+        f"- sentry-sdk as the error engine alone (b0) costs "
+        f"{per_request['sentry_errors'] - bare:+,.0f} µs/request over bare Django; "
+        "otel-bridge starts it that way, so its floor is (d) plus that.",
         "",
     )
     return {"vs_native": vs_native, "vs_floor": vs_floor, "delivered": delivered_ratio}
@@ -254,25 +257,30 @@ def bench_micro(report: Report, mode: Mode) -> dict[str, float]:
 
 
 def ensure_bench_venv() -> Path:
-    """``var/bench-venv``: opentelemetry-distro and the same OTel/contrib set, no otel-bridge."""
-    python = BENCH_VENV / "bin" / "python"
-    marker = BENCH_VENV / ".complete"
-    if marker.exists():
+    """``var/bench-venv``: the project venv's packages (same OTel, contrib, libraries) minus
+    otel-bridge, plus opentelemetry-distro. Rebuilt when the project venv's set changes."""
+    freeze = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "pip", "freeze", "--exclude-editable"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    wanted = "".join(
+        line + "\n" for line in freeze.splitlines()
+        if line and not line.startswith(("-e", "#")) and " @ " not in line
+    )
+    wanted += f"opentelemetry-distro=={DISTRO_VERSION}\n"
+    requirements = BENCH_VENV / "requirements.txt"
+    if requirements.exists() and requirements.read_text() == wanted:
         return BENCH_VENV / "bin"
-    print(f"creating {BENCH_VENV} (once)...", flush=True)
+    print(f"creating {BENCH_VENV} (once; a minute or two)...", flush=True)
     shutil.rmtree(BENCH_VENV, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    # otel-bridge's own requirements (from its installed metadata), minus otel-bridge
-    dependencies = [r for r in importlib.metadata.requires("otel-bridge") or ()
-                    if "extra ==" not in r]
-    requirements = [*dependencies, "django", "requests",
-                    f"opentelemetry-distro=={DISTRO_VERSION}"]
+    pending = BENCH_VENV / "requirements.pending"
+    pending.write_text(wanted)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-c", str(REPO_ROOT / "constraints.txt"),
-         *requirements],
+        [str(BENCH_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(pending)],
         check=True, capture_output=True,
     )
-    marker.write_text("ok\n")
+    pending.rename(requirements)
     return BENCH_VENV / "bin"
 
 

@@ -21,14 +21,18 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.resources import Resource
 from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.scope import add_global_event_processor, register_external_propagation_context
+from sentry_sdk.scope import (
+    add_global_event_processor,
+    global_event_processors,
+    register_external_propagation_context,
+)
 from sentry_sdk.transport import HttpTransport
 
 from otel_bridge import __version__
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline.mapping import event_fields_from_resource
 from otel_bridge.pipeline.span_errors import exception_key
-from otel_bridge.runtime import Runtime
+from otel_bridge.runtime import Runtime, get_runtime
 
 _logger = logging.getLogger(__name__)
 
@@ -62,29 +66,29 @@ def otel_trace_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
-def _link_event_to_trace(runtime: Runtime) -> Any:
-    def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-        if event.get("type") == "transaction":
-            return event
-        trace_context = event.setdefault("contexts", {}).setdefault("trace", {})
-        span = trace.get_current_span()
-        span_context = span.get_span_context()
-        if span_context.is_valid and trace_context.get("trace_id") == format(
-            span_context.trace_id, "032x"
-        ):
-            parent = getattr(span, "parent", None)
-            if parent is not None and "parent_span_id" not in trace_context:
-                trace_context["parent_span_id"] = format(parent.span_id, "016x")
-            if "dynamic_sampling_context" not in trace_context:
-                from otel_bridge.dsc import current_dsc
-
-                dsc = current_dsc()
-                if dsc:
-                    trace_context["dynamic_sampling_context"] = dsc
-        _remember_captured_exception(runtime, event)
+def link_event_to_trace(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    """Global sentry-sdk event processor: the parent span id and DSC of the active OTel span
+    on every error event; and a note that this exception was reported, for the span pipeline's
+    dedupe."""
+    if event.get("type") in ("transaction", "check_in"):
         return event
+    trace_context = event.setdefault("contexts", {}).setdefault("trace", {})
+    span = trace.get_current_span()
+    span_context = span.get_span_context()
+    if span_context.is_valid and trace_context.get("trace_id") == format(
+        span_context.trace_id, "032x"
+    ):
+        parent = getattr(span, "parent", None)
+        if parent is not None and "parent_span_id" not in trace_context:
+            trace_context["parent_span_id"] = format(parent.span_id, "016x")
+        if "dynamic_sampling_context" not in trace_context:
+            from otel_bridge.dsc import current_dsc
 
-    return processor
+            dsc = current_dsc()
+            if dsc:
+                trace_context["dynamic_sampling_context"] = dsc
+    _remember_captured_exception(get_runtime(), event)
+    return event
 
 
 def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> None:
@@ -110,7 +114,6 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         "release": fields.get("release"),
         "environment": fields.get("environment"),
         "debug": config.debug,
-        "send_default_pii": config.send_default_pii,
         # Tracing belongs to OpenTelemetry: sentry-sdk must never start or propagate a trace.
         "traces_sample_rate": None,
         "trace_propagation_targets": [],
@@ -125,6 +128,9 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
             )
         ],
     }
+    if config.send_default_pii:
+        # Only when asked: sentry-sdk 2.75 deprecates the option (None means False).
+        options["send_default_pii"] = True
     server_name = fields.get("server_name")
     if server_name:
         options["server_name"] = server_name
@@ -140,7 +146,8 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         "otel_bridge", {"version": __version__}
     )
     register_external_propagation_context(otel_trace_ids)
-    add_global_event_processor(_link_event_to_trace(runtime))
+    if link_event_to_trace not in global_event_processors:
+        add_global_event_processor(link_event_to_trace)  # type: ignore[arg-type]
     runtime.sentry_started = True
     return True
 

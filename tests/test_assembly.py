@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry import trace
@@ -23,7 +23,7 @@ def tracer_and_spans() -> Iterator[tuple[trace.Tracer, InMemorySpanExporter]]:
     provider.shutdown()
 
 
-def _names(spans: list[ReadableSpan] | tuple[ReadableSpan, ...]) -> list[str]:
+def _names(spans: Sequence[ReadableSpan]) -> list[str]:
     return sorted(span.name for span in spans)
 
 

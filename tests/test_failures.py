@@ -171,21 +171,24 @@ def test_rate_limits_are_honoured_per_category(
     )
     limited_at = time.monotonic()
     ingest.respond_with(200)
+    accepted_before = len(ingest.envelopes)
+
+    def transactions_since_limit() -> list[str]:
+        return [
+            str(item.json.get("transaction"))
+            for env in ingest.envelopes[accepted_before:]
+            for item in env.items_of("transaction")
+        ]
 
     # inside the window: the app is unaffected, transactions are held back, errors are not
     assert answers(shop) == healthy
     boom = requests.get(shop.url("/boom/"), timeout=30)
     assert boom.status_code == 500
-    [error] = ingest.wait_for_items("event", 1, timeout=min(15, window - 1))
-    assert "boom from shop" in str(error.get("exception"))
+    errors = ingest.wait_for_items("event", 1, timeout=window - 1)
+    assert any("boom from shop" in str(e.get("exception")) for e in errors), errors
     time.sleep(1.0)  # the window's transactions have reached the exporter by now
     assert time.monotonic() - limited_at < window, "machine too slow for this window"
-    accepted_in_window = [
-        env for env in ingest.envelopes[:] if env.items_of("transaction")
-    ]
-    names = [item.json.get("transaction") for env in accepted_in_window
-             for item in env.items_of("transaction")]
-    assert not any("health" in str(n) or "boom" in str(n) for n in names), names
+    assert transactions_since_limit() == []
 
     # after the window, transactions flow again
     time.sleep(max(0.0, window + 0.5 - (time.monotonic() - limited_at)))
@@ -194,9 +197,11 @@ def test_rate_limits_are_honoured_per_category(
     wait_orders(ingest, count + 1)
 
     shop.stop()
-    assert_no_traceback(shop)
-    names = [str(e.get("transaction")) for e in ingest.events("transaction")]
-    assert not any("health" in n for n in names[1:]), names  # held back ones never sent
+    # /boom/'s own traceback is Django's log; none may come from otel-bridge
+    assert not bridge_tracebacks(shop.stderr_text()), shop.stderr_text()[-5000:]
+    # the ones held back during the window were never sent later
+    names = transactions_since_limit()
+    assert len(names) == 1 and "orders" in names[0], ingest.dump()
     # the held-back transactions were counted as rate-limit drops
     assert discarded(ingest, "transaction").get("ratelimit_backoff", 0) >= 1, ingest.dump()
 

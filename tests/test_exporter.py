@@ -1,0 +1,171 @@
+"""The `sentry` exporter in-process: real SDK spans, real sentry-sdk, a real HTTP ingest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import sentry_sdk
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from otel_bridge.config import load_config
+from otel_bridge.dsc import LocalRootTracker, set_active_tracker
+from otel_bridge.pipeline.exporter import SentrySpanExporter
+from otel_bridge.runtime import Runtime, set_runtime
+from otel_bridge.sampling import build_sampler
+from otel_bridge.sentry_client import start_sentry
+from tests.rig.ingest import RecordingIngest
+
+RESOURCE = Resource.create({"service.name": "exporter-test", "service.version": "9.9.9"})
+
+
+class Pipeline:
+    def __init__(self, ingest: RecordingIngest, **env: str) -> None:
+        config = load_config({"SENTRY_DSN": ingest.dsn, **env})
+        self.runtime = Runtime(config)
+        set_runtime(self.runtime)
+        start_sentry(self.runtime, RESOURCE)
+        tracker = LocalRootTracker.from_runtime(self.runtime, RESOURCE)
+        self.exporter = SentrySpanExporter(runtime=self.runtime)
+        self.provider = TracerProvider(
+            resource=RESOURCE, sampler=build_sampler(config, tracker=tracker)
+        )
+        self.provider.add_span_processor(tracker)
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.tracer = self.provider.get_tracer("test")
+
+    def close(self) -> None:
+        self.provider.shutdown()
+        sentry_sdk.get_client().close(timeout=5)
+        set_active_tracker(None)
+
+
+@pytest.fixture
+def pipeline_factory(ingest: RecordingIngest) -> Iterator[type[Pipeline]]:
+    made: list[Pipeline] = []
+
+    class Made(Pipeline):
+        def __init__(self, ingest: RecordingIngest, **env: str) -> None:
+            super().__init__(ingest, **env)
+            made.append(self)
+
+    yield Made
+    for pipeline in made:
+        pipeline.close()
+    sentry_sdk.init(dsn=None)  # leave no client behind for other tests
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_exception_on_a_server_span_becomes_one_linked_error(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest)
+    with pipeline.tracer.start_as_current_span("GET /pay", kind=SpanKind.SERVER) as span:
+        span.add_event("cart loaded", {"items": 3})
+        try:
+            _fail("card declined")
+        except ValueError as exc:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+    [error] = ingest.wait_for_items("event", 1)
+    [transaction] = ingest.wait_for_items("transaction", 1)
+    [exception] = error["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("ValueError", "card declined")
+    assert exception["mechanism"] == {"type": "otel", "handled": False}
+    assert [f["function"] for f in exception["stacktrace"]["frames"]][-1] == "_fail"
+    assert error["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
+    assert error["contexts"]["trace"]["span_id"] == transaction["contexts"]["trace"]["span_id"]
+    assert error["release"] == "9.9.9"
+    assert [c["message"] for c in error["breadcrumbs"]["values"]] == ["cart loaded"]
+    [envelope] = [e for e in ingest.envelopes if e.headers.get("event_id") == error["event_id"]]
+    assert envelope.headers["trace"]["trace_id"] == error["contexts"]["trace"]["trace_id"]
+
+
+def test_an_exception_sentry_sdk_captured_is_not_reported_again(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest)
+    with pipeline.tracer.start_as_current_span("GET /pay", kind=SpanKind.SERVER) as span:
+        try:
+            _fail("card declined")
+        except ValueError as exc:
+            sentry_sdk.capture_exception(exc)
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+    ingest.wait_for_items("transaction", 1)
+    errors = ingest.events("event")
+    assert len(errors) == 1
+    assert errors[0]["exception"]["values"][0]["mechanism"]["type"] != "otel"
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("server", 0), ("all", 1), ("none", 0)])
+def test_span_error_modes(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline], mode: str, expected: int
+) -> None:
+    pipeline = pipeline_factory(ingest, OTEL_BRIDGE_SPAN_ERRORS=mode)
+    with pipeline.tracer.start_as_current_span("job"), \
+            pipeline.tracer.start_as_current_span("step") as step:
+        step.record_exception(KeyError("sku"))
+    ingest.wait_for_items("transaction", 1)
+    assert len(ingest.events("event")) == expected
+
+
+def test_unsampled_traces_send_nothing(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest, SENTRY_TRACES_SAMPLE_RATE="0")
+    with pipeline.tracer.start_as_current_span("GET /", kind=SpanKind.SERVER):
+        pass
+    with pipeline.tracer.start_as_current_span("marker"):
+        sentry_sdk.capture_message("still sent")  # errors are not sampled by traces
+    ingest.wait_for_items("event", 1)
+    assert ingest.events("transaction") == []
+
+
+def test_without_sentry_the_exporter_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = Runtime(load_config({}))
+    exporter = SentrySpanExporter(runtime=runtime, transport_source=lambda: None)
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with caplog.at_level(logging.ERROR, logger="otel_bridge"):
+        for _ in range(3):
+            with tracer.start_as_current_span("work"):
+                pass
+    provider.shutdown()
+    assert exporter.lost_transactions == 3
+    assert len([r for r in caplog.records if "sentry-sdk is not started" in r.message]) == 1
+
+
+def test_spans_of_a_root_that_never_ends_are_dropped_and_reported(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest, OTEL_BRIDGE_PENDING_SPAN_TTL="0.05")
+    root = pipeline.tracer.start_span("never-ends")
+    context = trace.set_span_in_context(root)
+    for _ in range(5):
+        pipeline.tracer.start_span("child", context=context).end()
+    import time
+
+    time.sleep(0.1)
+    with pipeline.tracer.start_as_current_span("later"):
+        pass  # an export call runs the expiry
+    ingest.wait_for_items("transaction", 1)
+    assert pipeline.exporter._assembler.pending_count == 0
+    sentry_sdk.flush(5)
+    reports = ingest.wait_for_items("client_report", 1)
+    discarded = [
+        entry for report in reports for entry in report.get("discarded_events", [])
+        if entry["reason"] == "buffer_overflow" and entry["category"] == "span"
+    ]
+    assert sum(entry["quantity"] for entry in discarded) == 5
