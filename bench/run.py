@@ -151,10 +151,10 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
             print(f"  {variant}: {(result.cpu_s - median(idle[variant])) / mode.burst * 1e6:.0f}"
                   f" us/request, delivered {result.delivered}/{mode.burst}", flush=True)
 
-    per_request = {
-        v: median([(r.cpu_s - median(idle[v])) / mode.burst * 1e6 for r in burst[v]])
-        for v in variants
+    rounds_us = {
+        v: [(r.cpu_s - median(idle[v])) / mode.burst * 1e6 for r in burst[v]] for v in variants
     }
+    per_request = {v: median(rounds_us[v]) for v in variants}
     delivered = {v: median([r.delivered for r in burst[v]]) for v in variants}
     failures = {v: sum(r.errors + (mode.burst - r.ok) for r in burst[v]) for v in variants}
     bare = per_request["bare"]
@@ -192,6 +192,9 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         f"- otel-bridge / SentrySpanProcessor (c): "
         f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x; overhead over bare "
         f"Django, otel-bridge / floor: {overhead:.2f}x",
+        "- every round, µs/request: " + "; ".join(
+            f"{v} {', '.join(f'{x:,.0f}' for x in rounds_us[v])}" for v in variants
+        ),
         f"- sentry-sdk as the error engine alone (b0) costs "
         f"{per_request['sentry_errors'] - bare:+,.0f} µs/request over bare Django; "
         "otel-bridge starts it that way, so its floor is (d) plus that.",

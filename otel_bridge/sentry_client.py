@@ -28,7 +28,6 @@ from sentry_sdk.scope import (
 )
 from sentry_sdk.transport import HttpTransport
 
-from otel_bridge import __version__
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline.mapping import event_fields_from_resource
 from otel_bridge.pipeline.span_errors import exception_key
@@ -142,9 +141,6 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         return False
     for key, value in (fields.get("tags") or {}).items():
         sentry_sdk.get_global_scope().set_tag(key, value)
-    sentry_sdk.get_global_scope().set_context(
-        "otel_bridge", {"version": __version__}
-    )
     register_external_propagation_context(otel_trace_ids)
     if link_event_to_trace not in global_event_processors:
         add_global_event_processor(link_event_to_trace)  # type: ignore[arg-type]

@@ -58,6 +58,12 @@ def pipeline_factory(ingest: RecordingIngest) -> Iterator[type[Pipeline]]:
     for pipeline in made:
         pipeline.close()
     sentry_sdk.init(dsn=None)  # leave no client behind for other tests
+    for scope in (
+        sentry_sdk.get_global_scope(),
+        sentry_sdk.get_isolation_scope(),
+        sentry_sdk.get_current_scope(),
+    ):
+        scope.clear()
 
 
 def _fail(message: str) -> None:
