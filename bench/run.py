@@ -367,6 +367,7 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
     sink.mode("blackhole", reset=True)
     server = Server("bridge", sink.dsn)
     rss: list[int] = []
+    marks: list[int] = []
     sent = 0
     started = time.monotonic()
     try:
@@ -378,6 +379,7 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
             load(server.port, count, concurrency=mode.concurrency)
             sent += count
             rss.append(rss_bytes(server.pid))
+            marks.append(sent)
             print(f"  memory: {sent}/{requests} requests, RSS "
                   f"{(rss[-1] - baseline) / 2**20:+.1f} MB", flush=True)
         held = sink.stats()["held"]
@@ -411,6 +413,10 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         f"| transactions neither delivered nor reported | {unaccounted:,} |",
         f"| server exit code | {exited.returncode} |",
         "",
+        "- RSS along the run: " + ", ".join(
+            f"{(value - baseline) / 2**20:+.1f} MB at {mark:,}"
+            for mark, value in list(zip(marks, rss, strict=True))[1::4]
+        ),
         f"- RSS growth: **{growth:.1f} MB** (target <= 30 MB) {verdict(growth <= 30)}",
         f"- every lost transaction reported: {verdict(unaccounted <= 0)}",
         "",

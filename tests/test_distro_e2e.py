@@ -246,8 +246,12 @@ def test_bugsink_rate_limits_transactions_but_never_loses_errors(
                                 timeout=10)
         assert response.status_code == 500
     for trace_id in trace_ids:
+
+        def of_this_trace(event: Any, wanted: str = trace_id) -> bool:
+            return bool(event.trace_id == wanted)
+
         try:
-            [event] = bugsink.wait_for_events(lambda event, t=trace_id: event.trace_id == t)
+            [event] = bugsink.wait_for_events(of_this_trace)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{shop.output_text()}") from None
         assert (event.exception_type, event.exception_value) == ("RuntimeError", "boom from shop")
