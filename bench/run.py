@@ -1,6 +1,6 @@
 """Run every benchmark, side by side, and write ``bench/results/latest.md``.
 
-    python -m bench.run            # full: several rounds, 100,000 black-holed requests
+    python -m bench.run            # full: several rounds, 100,000 black-holed requests (~15 min)
     python -m bench.run --quick    # smoke: fewer rounds and requests, < 3 minutes
 
 Sections (``--only django,micro,startup,memory`` picks some):
@@ -37,6 +37,7 @@ from typing import Any
 from bench.procs import REPO_ROOT, VENV_BIN, Server, Sink, clean_env, cpu_seconds, load, rss_bytes
 
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
+QUICK_RESULTS = REPO_ROOT / "bench" / "results" / "quick.md"  # a smoke run keeps latest.md
 BENCH_VENV = REPO_ROOT / "var" / "bench-venv"
 DISTRO_VERSION = "0.66b1"
 
@@ -432,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke mode, < 3 minutes")
     parser.add_argument("--only", default="django,micro,startup,memory",
                         help="comma-separated sections to run")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default: bench/results/latest.md, quick.md if --quick)")
     parser.add_argument("--memory-requests", type=int, default=None,
                         help="requests for the memory section (default: 3,000 quick, 100,000 full)")
     args = parser.parse_args(argv)
@@ -464,9 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sink.stop()
     report.add(f"_Total time: {time.monotonic() - started:.0f} s._")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(report.lines) + "\n")
-    print(f"\nwritten to {args.output}")
+    output = args.output or (QUICK_RESULTS if args.quick else RESULTS)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(report.lines) + "\n")
+    print(f"\nwritten to {output}")
     return 0
 
 

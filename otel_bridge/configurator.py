@@ -73,6 +73,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         from otel_bridge.scrub import ScrubbingSpanProcessor
 
         span_processors.append(ScrubbingSpanProcessor.from_config(config))
+        runtime.spans_scrubbed = True
     _init_tracing(
         exporters=span_exporters,
         sampler=build_sampler(config),

@@ -40,6 +40,9 @@ class Runtime:
     config: BridgeConfig
     captured: CapturedExceptions = field(default_factory=CapturedExceptions)
     sentry_started: bool = False
+    # Set when ScrubbingSpanProcessor cleans every span as it ends: the exporter then only
+    # scrubs what does not come from span data (the resource).
+    spans_scrubbed: bool = False
 
 
 _runtime: Runtime | None = None

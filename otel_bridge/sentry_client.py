@@ -120,6 +120,9 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         "transport_queue_size": config.transport_queue_size,
         "shutdown_timeout": config.shutdown_timeout,
         "enable_logs": config.enable_logs,
+        # Compression runs on the application's own CPU for every envelope: gzip at level 1
+        # costs a third of brotli's default for ~15% more bytes on small envelopes.
+        "_experiments": {"transport_compression_algo": "gzip", "transport_compression_level": 1},
         "integrations": [
             LoggingIntegration(
                 level=_LOG_LEVELS[config.log_breadcrumb_level],

@@ -52,6 +52,8 @@ from otel_bridge.runtime import Runtime, get_runtime
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
 
+    from otel_bridge.scrub import Scrubber
+
 _logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -85,7 +87,8 @@ class SentrySpanExporter(SpanExporter):
         self._warned_no_transport = False
         self._ingest = _ingest_address(self._config.dsn)
         self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
-        self._scrub_event = _event_scrubber(self._config)
+        self._scrubber = _scrubber(self._config)
+        self._scrubbed_resource: tuple[Resource, dict[str, Any]] | None = None
         self._resource_cache: tuple[Resource, dict[str, Any]] | None = None
         self.delivered_transactions = 0
         self.lost_transactions = 0
@@ -173,7 +176,7 @@ class SentrySpanExporter(SpanExporter):
             parent_span_id=parent_hex,
         )
         apply_sentry_fields(event, self._context_fields(assembled))
-        event = self._scrub_event(event)
+        event = self._scrub(event, root.resource)
         headers: dict[str, object] = {
             "event_id": event["event_id"],
             "sent_at": format_timestamp(datetime.now(timezone.utc)),
@@ -188,6 +191,24 @@ class SentrySpanExporter(SpanExporter):
             # capture_envelope records the overflow as a client report itself.
             self.lost_transactions += 1
         transport.capture_envelope(envelope)
+
+    def _scrub(self, event: dict[str, Any], resource: Resource) -> dict[str, Any]:
+        if self._scrubber is None:
+            return event
+        if not self._runtime.spans_scrubbed:
+            return self._scrubber.scrub_event(event)
+        # The spans were scrubbed as they ended; only the resource (process command line,
+        # custom resource attributes) is left, and it is the same for every event.
+        otel_context = event.get("contexts", {}).get("otel")
+        if otel_context is not None:
+            cached = self._scrubbed_resource
+            if cached is None or cached[0] is not resource:
+                cached = self._scrubbed_resource = (
+                    resource,
+                    self._scrubber.scrub_attributes(otel_context.get("resource") or {}),
+                )
+            otel_context["resource"] = cached[1]
+        return event
 
     def _resource_fields(self, span: ReadableSpan) -> dict[str, Any]:
         # Every span of a process shares one Resource object: map it once.
@@ -280,12 +301,12 @@ class SentrySpanExporter(SpanExporter):
         return (str(host), port if isinstance(port, int) else None) == self._ingest
 
 
-def _event_scrubber(config: BridgeConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _scrubber(config: BridgeConfig) -> Scrubber | None:
     if not config.scrub_enabled:
-        return lambda event: event
+        return None
     from otel_bridge.scrub import Scrubber
 
-    return Scrubber.from_config(config).scrub_event
+    return Scrubber.from_config(config)
 
 
 def _ingest_address(dsn: str | None) -> tuple[str, int | None] | None:
