@@ -175,3 +175,39 @@ def test_spans_of_a_root_that_never_ends_are_dropped_and_reported(
         if entry["reason"] == "buffer_overflow" and entry["category"] == "span"
     ]
     assert sum(entry["quantity"] for entry in discarded) == 5
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.is_full = True
+
+    def full(self) -> bool:
+        return self.is_full
+
+
+class _QueueOnly:
+    """Only the piece of sentry-sdk's transport the pacer reads: its worker queue."""
+
+    def __init__(self) -> None:
+        self._worker = _Worker()
+
+
+def test_pacer_stops_waiting_on_a_stalled_ingest_and_resumes_when_it_drains() -> None:
+    from otel_bridge.pipeline.exporter import TransportPacer
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5  # every look at the clock moves time on
+        return now[0]
+
+    transport = _QueueOnly()
+    pacer = TransportPacer(clock, stall_after=2.0)
+    assert pacer.wait_for_room(transport, deadline=100.0) is False  # type: ignore[arg-type]
+    assert pacer.stalled
+    before = now[0]
+    assert pacer.wait_for_room(transport, deadline=100.0) is False  # type: ignore[arg-type]
+    assert now[0] == before  # stalled: no more waiting
+    transport._worker.is_full = False
+    assert pacer.wait_for_room(transport, deadline=100.0) is True  # type: ignore[arg-type]
+    assert not pacer.stalled

@@ -83,6 +83,7 @@ class SentrySpanExporter(SpanExporter):
             pending_ttl=self._config.pending_span_ttl,
         )
         self._lock = threading.Lock()
+        self._pacer = TransportPacer(clock)
         self._shutdown = False
         self._warned_no_transport = False
         self._ingest = _ingest_address(self._config.dsn)
@@ -185,7 +186,7 @@ class SentrySpanExporter(SpanExporter):
             headers["trace"] = dsc
         envelope = Envelope(headers=headers)
         envelope.add_transaction(cast("Event", event))
-        if _wait_for_room(transport, deadline, self._clock):
+        if self._pacer.wait_for_room(transport, deadline):
             self.delivered_transactions += 1
         else:
             # capture_envelope records the overflow as a client report itself.
@@ -337,14 +338,35 @@ def _transactions_rate_limited(transport: Transport) -> bool:
     return bool(check("transaction")) if callable(check) else False
 
 
-def _wait_for_room(transport: Transport, deadline: float, clock: Callable[[], float]) -> bool:
-    """Wait until sentry-sdk's transport queue can take one more envelope."""
-    worker = getattr(transport, "_worker", None)
-    full = getattr(worker, "full", None)
-    if not callable(full):
-        return True
-    while full():
-        if clock() >= deadline:
+class TransportPacer:
+    """Waits for room in sentry-sdk's transport queue, so a burst is delivered instead of
+    overflowing it, but never waits on an ingest that makes no progress: after `stall_after`
+    seconds without room it stops waiting (envelopes then overflow and are counted as
+    client reports) until the queue has room again. Otherwise the batch processor's own
+    queue would fill behind the waiting exporter and drop spans without counting them."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, stall_after: float = 2.0
+    ) -> None:
+        self._clock = clock
+        self._stall_after = stall_after
+        self.stalled = False
+
+    def wait_for_room(self, transport: Transport, deadline: float) -> bool:
+        # `_worker.full()` is sentry-sdk's own view of its queue; without it, don't pace.
+        full = getattr(getattr(transport, "_worker", None), "full", None)
+        if not callable(full):
+            return True
+        if not full():
+            self.stalled = False
+            return True
+        if self.stalled:
             return False
-        time.sleep(0.002)
-    return True
+        give_up = min(deadline, self._clock() + self._stall_after)
+        while full():
+            if self._clock() >= give_up:
+                self.stalled = True
+                _logger.debug("otel-bridge: the ingest makes no progress; not waiting for it")
+                return False
+            time.sleep(0.002)
+        return True
