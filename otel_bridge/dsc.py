@@ -309,7 +309,9 @@ class LocalRootTracker(SpanProcessor):
             entry = self._traces.get(span.context.trace_id)
             if entry is None:
                 return
-            entry.roots = [root for root in entry.roots if root is not span]
+            # on_end receives a ReadableSpan copy, not the Span given to on_start: compare ids.
+            ended = span.context.span_id
+            entry.roots = [root for root in entry.roots if root.context.span_id != ended]
             if entry.frozen is None:
                 # Children that outlive the root must inject what the exporter will send.
                 entry.frozen = MappingProxyType(self._head_dsc(span.context.trace_id, entry, span))

@@ -13,6 +13,9 @@ owns tracing. Three things make the two agree:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
 import logging
 from typing import Any
 
@@ -20,6 +23,7 @@ import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.resources import Resource
+from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.scope import (
     add_global_event_processor,
@@ -46,15 +50,44 @@ _LOG_LEVELS = {
 
 
 class BridgeTransport(HttpTransport):
-    """sentry-sdk's HTTP transport with OTel instrumentation suppressed while it sends, so the
-    bridge never records (or propagates headers into) its own requests to the ingest."""
+    """sentry-sdk's HTTP transport, with two changes:
+
+    - OTel instrumentation is suppressed while it sends, so the bridge never records (or
+      propagates headers into) its own requests to the ingest;
+    - the loss counts of a client report that could not be delivered are counted again, so an
+      outage does not also erase the record of what it cost (sentry-sdk attaches them to the
+      next envelope and forgets them, whatever becomes of that envelope).
+    """
 
     def _send_request(self, *args: Any, **kwargs: Any) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             super()._send_request(*args, **kwargs)
+        except Exception:
+            self._recount_client_reports(kwargs.get("envelope"))
+            raise
         finally:
             detach(token)
+
+    def _handle_response(self, response: Any, envelope: Envelope | None) -> None:
+        super()._handle_response(response, envelope)
+        if not 200 <= response.status < 300:
+            self._recount_client_reports(envelope)
+
+    def _recount_client_reports(self, envelope: Envelope | None) -> None:
+        if envelope is None:
+            return
+        for item in envelope.items:
+            if item.type != "client_report":
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                report = json.loads(item.get_bytes())
+                for entry in report.get("discarded_events", ()):
+                    self.record_lost_event(
+                        entry["reason"],
+                        data_category=entry["category"],
+                        quantity=int(entry["quantity"]),
+                    )
 
 
 def otel_trace_ids() -> tuple[str, str] | None:
@@ -100,6 +133,16 @@ def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> Non
         )
 
 
+def _web_framework_integrations() -> list[Any]:
+    """sentry-sdk's Django integration, for errors only: with tracing off, its signal and
+    middleware spans would still be made (unsampled) for every request, for nothing."""
+    if importlib.util.find_spec("django") is None:
+        return []
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    return [DjangoIntegration(middleware_spans=False, signals_spans=False, cache_spans=False)]
+
+
 def start_sentry(runtime: Runtime, resource: Resource) -> bool:
     """Start sentry-sdk for errors when a DSN is configured. Returns whether it started."""
     config = runtime.config
@@ -127,7 +170,8 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
             LoggingIntegration(
                 level=_LOG_LEVELS[config.log_breadcrumb_level],
                 event_level=_LOG_LEVELS[config.log_event_level],
-            )
+            ),
+            *_web_framework_integrations(),
         ],
     }
     if config.send_default_pii:

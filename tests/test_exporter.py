@@ -211,3 +211,27 @@ def test_pacer_stops_waiting_on_a_stalled_ingest_and_resumes_when_it_drains() ->
     transport._worker.is_full = False
     assert pacer.wait_for_room(transport, deadline=100.0) is True  # type: ignore[arg-type]
     assert not pacer.stalled
+
+
+def test_loss_counts_survive_an_outage_and_arrive_when_the_ingest_is_back(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline_factory(ingest)
+    ingest.respond_with(500)
+    for index in range(3):
+        sentry_sdk.capture_message(f"lost {index}")
+    sentry_sdk.flush(5)  # sends the loss report too: it is refused like the rest
+    ingest.respond_with(200)
+    sentry_sdk.flush(5)
+    reports = [
+        envelope.items_of("client_report")[0].json
+        for envelope in ingest.envelopes
+        if envelope.items_of("client_report")
+    ]
+    lost_errors = sum(
+        entry["quantity"]
+        for report in reports
+        for entry in report["discarded_events"]
+        if entry["category"] == "error"
+    )
+    assert lost_errors == 3, reports

@@ -62,14 +62,16 @@ class TransactionAssembler:
     """Buffers finished spans until their local root finishes. Not thread-safe by design:
     only the exporter's thread calls it."""
 
-    def __init__(self, *, max_pending: int, pending_ttl: float, sent_memory: int = 50_000):
+    def __init__(self, *, max_pending: int, pending_ttl: float, sent_memory: int = 20_000):
         self._max_pending = max_pending
         self._pending_ttl = pending_ttl
         # Insertion-ordered, so the oldest pending spans are the first to expire or overflow.
         self._pending: OrderedDict[SpanKey, _Pending] = OrderedDict()
         self._children: dict[SpanKey, list[SpanKey]] = {}
-        # Span ids already delivered, to recognise a child that ends after its root.
-        self._sent: OrderedDict[SpanKey, None] = OrderedDict()
+        # Ids of spans already delivered, to recognise a child that ends after its root. The
+        # 64-bit span id alone is enough here; a plain dict keeps insertion order and costs
+        # less than tuple keys in an OrderedDict.
+        self._sent: dict[int, None] = {}
         self._sent_memory = sent_memory
         self.stats = AssemblyStats()
 
@@ -90,7 +92,7 @@ class TransactionAssembler:
                 continue
             assert span.parent is not None
             parent_key = _key(context.trace_id, span.parent.span_id)
-            if parent_key in self._sent:
+            if parent_key[1] in self._sent:
                 self.stats.follow_ups += 1
                 ready.append(
                     AssembledTransaction(span, self._collect(key), parent_span_id=parent_key[1])
@@ -170,6 +172,6 @@ class TransactionAssembler:
             self.stats.dropped_overflow += 1
 
     def _remember_sent(self, key: SpanKey) -> None:
-        self._sent[key] = None
-        while len(self._sent) > self._sent_memory:
-            self._sent.popitem(last=False)
+        self._sent[key[1]] = None
+        if len(self._sent) > self._sent_memory:
+            del self._sent[next(iter(self._sent))]
