@@ -202,15 +202,21 @@ def test_pacer_stops_waiting_on_a_stalled_ingest_and_resumes_when_it_drains() ->
         return now[0]
 
     transport = _QueueOnly()
-    pacer = TransportPacer(clock, stall_after=2.0)
+    pacer = TransportPacer(clock, stall_after=10.0, short_wait=0.05)
     assert pacer.wait_for_room(transport, deadline=100.0) is False  # type: ignore[arg-type]
     assert pacer.stalled
+    assert now[0] >= 10.0  # it did wait, once
     before = now[0]
     assert pacer.wait_for_room(transport, deadline=100.0) is False  # type: ignore[arg-type]
     assert now[0] == before  # stalled: no more waiting
     transport._worker.is_full = False
     assert pacer.wait_for_room(transport, deadline=100.0) is True  # type: ignore[arg-type]
     assert not pacer.stalled
+    # Full again soon after a stall: only a short wait, the ingest is not to be trusted yet.
+    transport._worker.is_full = True
+    before = now[0]
+    assert pacer.wait_for_room(transport, deadline=100.0) is False  # type: ignore[arg-type]
+    assert now[0] - before <= 2.0
 
 
 def test_loss_counts_survive_an_outage_and_arrive_when_the_ingest_is_back(

@@ -340,16 +340,24 @@ def _transactions_rate_limited(transport: Transport) -> bool:
 
 class TransportPacer:
     """Waits for room in sentry-sdk's transport queue, so a burst is delivered instead of
-    overflowing it, but never waits on an ingest that makes no progress: after `stall_after`
-    seconds without room it stops waiting (envelopes then overflow and are counted as
-    client reports) until the queue has room again. Otherwise the batch processor's own
-    queue would fill behind the waiting exporter and drop spans without counting them."""
+    overflowing it, but never waits long on an ingest that makes no progress: after
+    `stall_after` seconds without room it stops waiting (envelopes then overflow and are
+    counted as client reports) until the queue has room again, and for `recovery` seconds
+    after a stall it waits at most `short_wait`. Otherwise the batch processor's own queue
+    would fill behind the waiting exporter and drop spans without counting them."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, stall_after: float = 2.0
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        stall_after: float = 2.0,
+        short_wait: float = 0.05,
+        recovery: float = 60.0,
     ) -> None:
         self._clock = clock
         self._stall_after = stall_after
+        self._short_wait = short_wait
+        self._recovery = recovery
+        self._last_stall: float | None = None
         self.stalled = False
 
     def wait_for_room(self, transport: Transport, deadline: float) -> bool:
@@ -362,10 +370,16 @@ class TransportPacer:
             return True
         if self.stalled:
             return False
-        give_up = min(deadline, self._clock() + self._stall_after)
+        now = self._clock()
+        recently_stalled = (
+            self._last_stall is not None and now - self._last_stall < self._recovery
+        )
+        budget = self._short_wait if recently_stalled else self._stall_after
+        give_up = min(deadline, now + budget)
         while full():
             if self._clock() >= give_up:
                 self.stalled = True
+                self._last_stall = self._clock()
                 _logger.debug("otel-bridge: the ingest makes no progress; not waiting for it")
                 return False
             time.sleep(0.002)
