@@ -41,7 +41,12 @@ class BridgeConfigurator(_BaseConfigurator):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         if sdk_disabled():
             return
-        configure(auto_instrumentation_version=kwargs.get("auto_instrumentation_version"))
+        try:
+            configure(auto_instrumentation_version=kwargs.get("auto_instrumentation_version"))
+        except Exception as exc:  # e.g. an unknown OTEL_LOGS_EXPORTER name
+            # Raised further, it would stop opentelemetry-instrument from loading any
+            # instrumentation; the application must run either way.
+            _logger.error("otel-bridge: configuration failed (%s); no telemetry is sent", exc)
 
 
 def configure(auto_instrumentation_version: str | None = None) -> Runtime:

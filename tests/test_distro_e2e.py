@@ -257,3 +257,12 @@ def test_bugsink_rate_limits_transactions_but_never_loses_errors(
         assert (event.exception_type, event.exception_value) == ("RuntimeError", "boom from shop")
     shop.stop()
     assert "otel_bridge/" not in shop.stderr_text()  # no traceback through our code
+
+
+def test_an_unusable_logs_exporter_name_leaves_the_app_serving(shop_server: Any) -> None:
+    shop = shop_server({"OTEL_LOGS_EXPORTER": "nosuchlogs", "SENTRY_DSN": ""})
+    assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
+    shop.stop()
+    lines = [line for line in shop.stderr_text().splitlines() if "nosuchlogs" in line]
+    assert len(lines) == 1, shop.stderr_text()
+    assert "otel-bridge: configuration failed" in lines[0]
