@@ -86,6 +86,7 @@ class SentrySpanExporter(SpanExporter):
         self._pacer = TransportPacer(clock)
         self._shutdown = False
         self._warned_no_transport = False
+        self._warned_export_failure = False
         self._ingest = _ingest_address(self._config.dsn)
         self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
         self._scrubber = _scrubber(self._config)
@@ -101,7 +102,9 @@ class SentrySpanExporter(SpanExporter):
             with self._lock:
                 self._export_locked(spans)
         except Exception:  # never let a mapping bug take the batch thread down
-            _logger.exception("otel-bridge: failed to convert spans for Sentry")
+            if not self._warned_export_failure:  # once: every batch would repeat it
+                self._warned_export_failure = True
+                _logger.exception("otel-bridge: failed to convert spans for Sentry")
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
