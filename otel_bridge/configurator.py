@@ -25,6 +25,8 @@ from opentelemetry.sdk._configuration import (
     _init_tracing,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.semconv.resource import ResourceAttributes
 
 from otel_bridge.config import load_config
@@ -73,17 +75,24 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         _get_exporter_names("metrics"),
         _get_exporter_names("logs"),
     )
-    span_processors: list[Any] = [LocalRootTracker.from_runtime(runtime, resource)]
+    export_processor: Any = BatchSpanProcessor
     if config.scrub_enabled:
-        from otel_bridge.scrub import ScrubbingSpanProcessor
+        from otel_bridge.scrub import Scrubber, ScrubbingSpanExporter
 
-        span_processors.append(ScrubbingSpanProcessor.from_config(config))
+        scrubber = Scrubber.from_config(config)
+
+        def export_processor(span_exporter: SpanExporter, *args: Any, **kw: Any) -> SpanProcessor:
+            # Every exporter (OTLP, console, the Sentry pipeline) sees scrubbed copies, made
+            # on its batch thread: nothing is added to the request thread.
+            return BatchSpanProcessor(ScrubbingSpanExporter(span_exporter, scrubber))
+
         runtime.spans_scrubbed = True
     _init_tracing(
         exporters=span_exporters,
         sampler=build_sampler(config),
         resource=resource,
-        span_processors=span_processors,
+        span_processors=[LocalRootTracker.from_runtime(runtime, resource)],
+        export_span_processor=export_processor,
         exporter_args_map={SentrySpanExporter: {"runtime": runtime}},
     )
     _init_metrics(metric_exporters, resource)

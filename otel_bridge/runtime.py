@@ -10,8 +10,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from otel_bridge.config import BridgeConfig, load_config
+
+if TYPE_CHECKING:
+    from otel_bridge.scrub import Scrubber
 
 
 class CapturedExceptions:
@@ -40,9 +45,15 @@ class Runtime:
     config: BridgeConfig
     captured: CapturedExceptions = field(default_factory=CapturedExceptions)
     sentry_started: bool = False
-    # Set when ScrubbingSpanProcessor cleans every span as it ends: the exporter then only
-    # scrubs what does not come from span data (the resource).
+    # Set when every trace exporter receives scrubbed span copies (ScrubbingSpanExporter):
+    # the Sentry exporter then only scrubs what does not come from span data (the resource).
     spans_scrubbed: bool = False
+
+    @cached_property
+    def scrubber(self) -> Scrubber:
+        from otel_bridge.scrub import Scrubber
+
+        return Scrubber.from_config(self.config)
 
 
 _runtime: Runtime | None = None

@@ -1,7 +1,7 @@
 """The one place where secrets and personal data are removed.
 
 A single :class:`Scrubber` is used for span attributes and span events (through
-:class:`ScrubbingSpanProcessor`, before any exporter sees a span), for Sentry error events,
+:class:`ScrubbingSpanExporter`, around every trace exporter), for Sentry error events,
 transactions, breadcrumbs and logs (through :class:`SentryScrubHooks`) and for OTel log
 records (:meth:`Scrubber.scrub_log_record`).
 
@@ -18,9 +18,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status
 
 if TYPE_CHECKING:
@@ -539,71 +538,6 @@ class SentryScrubHooks:
 # -- spans, before any exporter -----------------------------------------------------------
 
 
-class ScrubbingSpanProcessor(SpanProcessor):
-    """Scrubs a span's name, attributes, events and status while it ends.
-
-    opentelemetry-sdk calls ``_on_ending`` on every processor after the span's end time is
-    set and before the ``ReadableSpan`` handed to ``on_end`` is built, so one instance added
-    anywhere in the provider's processor list scrubs what every exporter sees (OTLP, console
-    and the Sentry pipeline). The public API refuses writes to an ended span, so the new
-    values are put in place of the SDK's private containers; tests pin that behaviour.
-    """
-
-    def __init__(self, scrubber: Scrubber) -> None:
-        self._scrubber = scrubber
-
-    @classmethod
-    def from_config(cls, config: BridgeConfig) -> ScrubbingSpanProcessor:
-        return cls(Scrubber.from_config(config))
-
-    def _on_ending(self, span: Span) -> None:
-        if not self._scrubber.enabled:
-            return
-        # The SDK keeps these in private fields; a future SDK may rename them, in which case
-        # ScrubbingSpanExporter is the fallback.
-        attributes = span._attributes
-        if attributes:
-            _replace_changed(attributes, self._scrubber.scrub_attributes(attributes))
-        events = span._events
-        new_list = [_scrub_event(self._scrubber, event) for event in events] if events else []
-        if any(new is not old for new, old in zip(new_list, events or (), strict=False)):
-            maxlen = getattr(getattr(events, "_dq", None), "maxlen", None)
-            new_events: BoundedList[Event] = BoundedList(maxlen)
-            new_events.extend(new_list)
-            new_events.dropped = getattr(events, "dropped", 0)
-            span._events = new_events
-        span._name = self._scrubber.scrub_text(span._name)
-        status = span._status
-        if status.description:
-            span._status = Status(status.status_code, self._scrubber.scrub_text(status.description))
-
-    def on_end(self, span: ReadableSpan) -> None:
-        return None
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def _replace_changed(attributes: Any, cleaned: Mapping[str, Any]) -> None:
-    """Write only what scrubbing changed into the span's (frozen) attribute container, so the
-    SDK's value cleaning runs for those keys alone and the dropped count is kept."""
-    changed = {k: v for k, v in cleaned.items() if attributes.get(k) != v}
-    removed = [k for k in attributes if k not in cleaned]
-    if not changed and not removed:
-        return
-    attributes._immutable = False
-    try:
-        for key in removed:
-            del attributes[key]
-        for key, value in changed.items():
-            attributes[key] = value
-    finally:
-        attributes._immutable = True
-
-
 def _scrub_event(scrubber: Scrubber, event: Event) -> Event:
     """The event itself when nothing in it changes, else a scrubbed copy."""
     if not event.attributes:
@@ -638,7 +572,9 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
 
 
 class ScrubbingSpanExporter(SpanExporter):
-    """Wraps an exporter so it only ever sees scrubbed copies (work done on the export thread)."""
+    """Wraps an exporter so it only ever sees scrubbed copies. The configurator wraps every
+    trace exporter (OTLP, console and the Sentry pipeline alike), so the work happens on each
+    batch processor's thread, never on the request thread."""
 
     def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
         self._inner = inner

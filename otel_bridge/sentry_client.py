@@ -128,9 +128,12 @@ def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> Non
     trace_id = event.get("contexts", {}).get("trace", {}).get("trace_id")
     if values and trace_id:
         last = values[-1]
-        runtime.captured.add(
-            exception_key(trace_id, str(last.get("type", "")), str(last.get("value", "")))
-        )
+        exc_type, message = str(last.get("type", "")), str(last.get("value", ""))
+        runtime.captured.add(exception_key(trace_id, exc_type, message))
+        if runtime.config.scrub_enabled:
+            # Spans reach the pipeline scrubbed, so their copy of this message is too.
+            scrubbed = runtime.scrubber.scrub_text(message)
+            runtime.captured.add(exception_key(trace_id, exc_type, scrubbed))
 
 
 def _web_framework_integrations() -> list[Any]:

@@ -125,16 +125,22 @@ def test_stable_semantic_conventions_map_like_the_old_ones(
     assert descriptions[-1].startswith("INSERT INTO order_view"), descriptions
 
 
-def test_otlp_only_sends_spans_to_otlp_and_errors_still_to_sentry(
-    ingest: RecordingIngest, otlp_receiver: OtlpReceiver, shop_server: Any
-) -> None:
-    shop = shop_server(
+def _shop_exporting(
+    shop_server: Any, ingest: RecordingIngest, otlp_receiver: OtlpReceiver, exporters: str
+) -> Any:
+    return shop_server(
         {
             "SENTRY_DSN": ingest.dsn,
-            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_TRACES_EXPORTER": exporters,
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
         }
     )
+
+
+def test_otlp_only_sends_spans_to_otlp_and_errors_still_to_sentry(
+    ingest: RecordingIngest, otlp_receiver: OtlpReceiver, shop_server: Any
+) -> None:
+    shop = _shop_exporting(shop_server, ingest, otlp_receiver, "otlp")
     assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
     spans = otlp_receiver.wait_for_spans(
         lambda spans: any(s["attributes"].get("http.route") == "boom/" for s in spans),
@@ -150,13 +156,7 @@ def test_otlp_only_sends_spans_to_otlp_and_errors_still_to_sentry(
 def test_sentry_and_otlp_both_receive_the_same_trace(
     ingest: RecordingIngest, otlp_receiver: OtlpReceiver, shop_server: Any
 ) -> None:
-    shop = shop_server(
-        {
-            "SENTRY_DSN": ingest.dsn,
-            "OTEL_TRACES_EXPORTER": "sentry,otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-        }
-    )
+    shop = _shop_exporting(shop_server, ingest, otlp_receiver, "sentry,otlp")
     assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
     [transaction] = _wait(ingest, _transactions_named(ORDER_ROUTE), shop)
     trace_id = transaction["contexts"]["trace"]["trace_id"]
@@ -167,6 +167,8 @@ def test_sentry_and_otlp_both_receive_the_same_trace(
         transaction["contexts"]["trace"]["span_id"],
         *(span["span_id"] for span in transaction["spans"]),
     }
+    # sentry-sdk's transport compresses, with the cheap gzip level the bridge asks for.
+    assert _envelope_of(ingest, transaction["event_id"]).content_encoding == "gzip"
 
 
 def test_console_exporter_prints_spans(shop_server: Any) -> None:

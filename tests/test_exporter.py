@@ -18,6 +18,7 @@ from otel_bridge.dsc import LocalRootTracker, set_active_tracker
 from otel_bridge.pipeline.exporter import SentrySpanExporter
 from otel_bridge.runtime import Runtime, set_runtime
 from otel_bridge.sampling import build_sampler
+from otel_bridge.scrub import ScrubbingSpanExporter
 from otel_bridge.sentry_client import start_sentry
 from tests.rig.ingest import RecordingIngest
 
@@ -36,7 +37,11 @@ class Pipeline:
             resource=RESOURCE, sampler=build_sampler(config, tracker=tracker)
         )
         self.provider.add_span_processor(tracker)
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        # As the configurator wires it: the pipeline sees scrubbed copies of the spans.
+        self.runtime.spans_scrubbed = True
+        self.provider.add_span_processor(
+            SimpleSpanProcessor(ScrubbingSpanExporter(self.exporter, self.runtime.scrubber))
+        )
         self.tracer = self.provider.get_tracer("test")
 
     def close(self) -> None:
@@ -110,6 +115,24 @@ def test_an_exception_sentry_sdk_captured_is_not_reported_again(
     errors = ingest.events("event")
     assert len(errors) == 1
     assert errors[0]["exception"]["values"][0]["mechanism"]["type"] != "otel"
+
+
+def test_an_exception_with_a_secret_in_its_message_is_reported_once(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest)
+    secret = "hunter" + "2"  # not as one literal: source lines travel as context_line
+    with pipeline.tracer.start_as_current_span("POST /login", kind=SpanKind.SERVER) as span:
+        try:
+            _fail("login failed password=" + secret)
+        except ValueError as exc:
+            sentry_sdk.capture_exception(exc)
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+    ingest.wait_for_items("transaction", 1)
+    errors = ingest.events("event")
+    assert len(errors) == 1, errors
+    assert secret not in str(errors)
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("server", 0), ("all", 1), ("none", 0)])

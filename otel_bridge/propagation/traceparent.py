@@ -1,18 +1,17 @@
-"""W3C ``traceparent``: the strict parse our propagator needs to compare ids with ``sentry-trace``.
-
-Same grammar as opentelemetry-api's TraceContextTextMapPropagator (which only writes into a
-Context); we need the ids alone, before deciding which header wins.
+"""W3C ``traceparent`` parsed on its own: our propagator compares its ids with ``sentry-trace``
+before deciding which header wins. The parsing is opentelemetry-api's own (through
+TraceContextTextMapPropagator), so both propagators accept exactly the same headers.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 _MAX_LENGTH = 512
-_TRACEPARENT_RE = re.compile(
-    r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*"
-)
+_W3C = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True)
@@ -29,18 +28,10 @@ class TraceParent:
 def parse_traceparent(value: object) -> TraceParent | None:
     if not isinstance(value, str) or len(value) > _MAX_LENGTH:
         return None
-    match = _TRACEPARENT_RE.fullmatch(value)
-    if match is None:
+    context = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
+    if not context.is_valid:
         return None
-    version, trace_hex, span_hex, flags_hex, rest = match.groups()
-    # Version ff is forbidden; version 00 has exactly four fields; later versions may add more.
-    if version == "ff" or (version == "00" and rest):
-        return None
-    trace_id = int(trace_hex, 16)
-    span_id = int(span_hex, 16)
-    if trace_id == 0 or span_id == 0:
-        return None
-    return TraceParent(trace_id, span_id, int(flags_hex, 16))
+    return TraceParent(context.trace_id, context.span_id, int(context.trace_flags))
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
