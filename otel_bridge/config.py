@@ -89,6 +89,26 @@ def _parse_span_error_kinds(raw: str) -> str:
     return value
 
 
+_DJANGO_ERROR_ENGINES = ("lean", "sentry")
+
+
+def _parse_django_error_engine(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in _DJANGO_ERROR_ENGINES:
+        raise InvalidSetting(f"expected one of {', '.join(_DJANGO_ERROR_ENGINES)}, got {raw!r}")
+    return value
+
+
+_COMPRESSIONS = ("gzip", "none")
+
+
+def _parse_compression(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in _COMPRESSIONS:
+        raise InvalidSetting(f"expected one of {', '.join(_COMPRESSIONS)}, got {raw!r}")
+    return value
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
 
 
@@ -192,6 +212,15 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_span_error_kinds,
     ),
     Setting(
+        "django_errors", "OTEL_BRIDGE_DJANGO_ERRORS", "lean | sentry", "lean",
+        "How unhandled Django view errors are captured. `lean`: otel-bridge's own receiver "
+        "of Django's `got_request_exception` (frames, locals, request data; one sentry-sdk "
+        "scope per request from the OTel server span), with nothing added to requests that "
+        "do not fail. `sentry`: sentry-sdk's DjangoIntegration (also SQL-query breadcrumbs), "
+        "which wraps every request and query.",
+        _parse_django_error_engine,
+    ),
+    Setting(
         "pending_span_ttl", "OTEL_BRIDGE_PENDING_SPAN_TTL", "seconds", 300.0,
         "How long a finished span waits for its local root to finish before it is dropped "
         "(and counted as lost).",
@@ -205,9 +234,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "transport_queue_size", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE", "integer", 100,
-        "sentry-sdk's transport queue (envelopes waiting to be sent). The span pipeline waits "
-        "for room instead of overflowing it.",
+        "sentry-sdk's transport queue: jobs waiting to be sent (an error event, or all the "
+        "transactions of one span batch). The span pipeline waits for room instead of "
+        "overflowing it.",
         _parse_positive_int,
+    ),
+    Setting(
+        "compression", "OTEL_BRIDGE_COMPRESSION", "gzip | none", "gzip",
+        "How envelopes are compressed: `gzip` (level 1: a sixth of the bytes for a few "
+        "microseconds), or `none` (no compression CPU on the application's machine, about "
+        "five times the bytes; for an ingest on the same network).",
+        _parse_compression,
     ),
     Setting(
         "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,
@@ -294,9 +331,11 @@ class BridgeConfig:
     trace_propagation_targets: tuple[str, ...] | None = None
     enable_logs: bool = False
     span_errors: str = "server"
+    django_errors: str = "lean"
     pending_span_ttl: float = 300.0
     max_pending_spans: int = 20_000
     transport_queue_size: int = 100
+    compression: str = "gzip"
     shutdown_timeout: float = 10.0
     sampling_rules: tuple[str, ...] = ()
     scrub_enabled: bool = True

@@ -68,7 +68,11 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         attributes[ResourceAttributes.TELEMETRY_AUTO_VERSION] = auto_instrumentation_version
     resource = Resource.create(attributes)
 
-    start_sentry(runtime, resource)
+    span_processors: list[SpanProcessor] = [LocalRootTracker.from_runtime(runtime, resource)]
+    if start_sentry(runtime, resource):
+        from otel_bridge.scopes import SentryScopeProcessor
+
+        span_processors.append(SentryScopeProcessor())
 
     span_exporters, metric_exporters, log_exporters = _import_exporters(
         _get_exporter_names("traces"),
@@ -91,7 +95,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         exporters=span_exporters,
         sampler=build_sampler(config),
         resource=resource,
-        span_processors=[LocalRootTracker.from_runtime(runtime, resource)],
+        span_processors=span_processors,
         export_span_processor=export_processor,
         exporter_args_map={SentrySpanExporter: {"runtime": runtime}},
     )

@@ -208,6 +208,9 @@ def sentry_tag(key: str, value: Any) -> tuple[str, str] | None:
     return clean_key, text
 
 
+_FIELD_PREFIXES = ("user.", "enduser.", "sentry.")
+
+
 def sentry_fields_from_attributes(
     attributes: Mapping[str, Any],
     *,
@@ -225,6 +228,8 @@ def sentry_fields_from_attributes(
     contexts: dict[str, dict[str, Any]] = {}
     fingerprint: list[str] = []
     for key, value in attributes.items():
+        if not key.startswith(_FIELD_PREFIXES):
+            continue  # most attributes (HTTP, SQL, ...): one C-level check each
         if key in _USER_FIELDS:
             user.setdefault(_USER_FIELDS[key], value)
         elif key.startswith("user.") and len(key) > 5:

@@ -91,6 +91,21 @@ def _key_regex(keys: Sequence[str]) -> str:
     return "|".join(parts)
 
 
+_REMEMBERED_VALUES = 2048
+_REMEMBERED_LENGTH = 1024
+
+
+def _remembering(scrub: Callable[[str], str]) -> Callable[[str], str]:
+    cached = lru_cache(maxsize=_REMEMBERED_VALUES)(scrub)
+
+    def remembering(value: str) -> str:
+        if isinstance(value, str) and len(value) <= _REMEMBERED_LENGTH:
+            return cached(value)
+        return scrub(value)
+
+    return remembering
+
+
 class Scrubber:
     """Removes secrets (always) and personal data (unless ``send_default_pii``).
 
@@ -118,6 +133,12 @@ class Scrubber:
             re.IGNORECASE,
         )
         self.is_sensitive_key = lru_cache(maxsize=4096)(self._is_sensitive_key)
+        # Spans repeat the same values (one SQL template per query site, one URL per route):
+        # each distinct short value is scrubbed once. Long ones (log messages) are not kept.
+        self.scrub_query = _remembering(self._scrub_query)
+        self.scrub_url = _remembering(self._scrub_url)
+        self.scrub_sql = _remembering(self._scrub_sql)
+        self.scrub_text = _remembering(self._scrub_text)
 
     @classmethod
     def from_config(cls, config: BridgeConfig) -> Scrubber:
@@ -192,7 +213,7 @@ class Scrubber:
 
     # -- URLs -------------------------------------------------------------------------------
 
-    def scrub_query(self, query: str) -> str:
+    def _scrub_query(self, query: str) -> str:
         """``a=1&token=x`` -> ``a=1&token=[Filtered]`` (order and encoding kept)."""
         if not self.enabled or not query:
             return query
@@ -205,7 +226,7 @@ class Scrubber:
                 parts.append(part)
         return "".join(parts)
 
-    def scrub_url(self, url: str) -> str:
+    def _scrub_url(self, url: str) -> str:
         """Credentials in the authority removed; sensitive query (and fragment) values filtered."""
         if not self.enabled or not url:
             return url
@@ -231,7 +252,7 @@ class Scrubber:
         re.DOTALL,
     )
 
-    def scrub_sql(self, sql: str) -> str:
+    def _scrub_sql(self, sql: str) -> str:
         """String and numeric literals become ``%s``: ``WHERE password = 'x'`` leaks nothing."""
         if not self.enabled or not sql:
             return sql
@@ -243,7 +264,7 @@ class Scrubber:
     _BEARER_HINT = re.compile(r"bearer|basic|digest", re.IGNORECASE)
     _BEARER = re.compile(r"\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE)
 
-    def scrub_text(self, text: str) -> str:
+    def _scrub_text(self, text: str) -> str:
         """For messages: URLs, ``key=value``/``key: value`` with a sensitive key, bearer tokens."""
         if not self.enabled or not text:
             return text

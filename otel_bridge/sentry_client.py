@@ -13,29 +13,25 @@ owns tracing. Three things make the two agree:
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
 import logging
 from typing import Any
 
 import sentry_sdk
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.resources import Resource
-from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.scope import (
     add_global_event_processor,
     global_event_processors,
     register_external_propagation_context,
 )
-from sentry_sdk.transport import HttpTransport
 
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline.mapping import event_fields_from_resource
 from otel_bridge.pipeline.span_errors import exception_key
 from otel_bridge.runtime import Runtime, get_runtime
+from otel_bridge.transport import BridgeTransport
 
 _logger = logging.getLogger(__name__)
 
@@ -47,47 +43,6 @@ _LOG_LEVELS = {
     "CRITICAL": logging.CRITICAL,
     "NONE": None,
 }
-
-
-class BridgeTransport(HttpTransport):
-    """sentry-sdk's HTTP transport, with two changes:
-
-    - OTel instrumentation is suppressed while it sends, so the bridge never records (or
-      propagates headers into) its own requests to the ingest;
-    - the loss counts of a client report that could not be delivered are counted again, so an
-      outage does not also erase the record of what it cost (sentry-sdk attaches them to the
-      next envelope and forgets them, whatever becomes of that envelope).
-    """
-
-    def _send_request(self, *args: Any, **kwargs: Any) -> None:
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            super()._send_request(*args, **kwargs)
-        except Exception:
-            self._recount_client_reports(kwargs.get("envelope"))
-            raise
-        finally:
-            detach(token)
-
-    def _handle_response(self, response: Any, envelope: Envelope | None) -> None:
-        super()._handle_response(response, envelope)
-        if not 200 <= response.status < 300:
-            self._recount_client_reports(envelope)
-
-    def _recount_client_reports(self, envelope: Envelope | None) -> None:
-        if envelope is None:
-            return
-        for item in envelope.items:
-            if item.type != "client_report":
-                continue
-            with contextlib.suppress(ValueError, TypeError):
-                report = json.loads(item.get_bytes())
-                for entry in report.get("discarded_events", ()):
-                    self.record_lost_event(
-                        entry["reason"],
-                        data_category=entry["category"],
-                        quantity=int(entry["quantity"]),
-                    )
 
 
 def otel_trace_ids() -> tuple[str, str] | None:
@@ -136,14 +91,24 @@ def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> Non
             runtime.captured.add(exception_key(trace_id, exc_type, scrubbed))
 
 
-def _web_framework_integrations() -> list[Any]:
-    """sentry-sdk's Django integration, for errors only: with tracing off, its signal and
-    middleware spans would still be made (unsampled) for every request, for nothing."""
+def _web_framework_integrations(config: BridgeConfig) -> tuple[list[Any], list[Any]]:
+    """(integrations to add, integrations to disable) for the web frameworks installed.
+
+    With OTEL_BRIDGE_DJANGO_ERRORS=lean, sentry-sdk's DjangoIntegration (which sentry-sdk
+    would otherwise enable by itself) is replaced by otel-bridge's error receiver; with
+    `sentry`, it runs with its span-making parts off: tracing is off, so they would make
+    unsampled spans on every request, for nothing."""
     if importlib.util.find_spec("django") is None:
-        return []
+        return [], []
+    if config.django_errors == "lean":
+        from sentry_sdk.integrations.django import DjangoIntegration
+
+        from otel_bridge.django_errors import DjangoErrorsIntegration
+
+        return [DjangoErrorsIntegration()], [DjangoIntegration]
     from sentry_sdk.integrations.django import DjangoIntegration
 
-    return [DjangoIntegration(middleware_spans=False, signals_spans=False, cache_spans=False)]
+    return [DjangoIntegration(middleware_spans=False, signals_spans=False, cache_spans=False)], []
 
 
 def start_sentry(runtime: Runtime, resource: Resource) -> bool:
@@ -154,6 +119,7 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
     fields = event_fields_from_resource(
         resource, release=config.release, environment=config.environment
     )
+    framework_integrations, disabled_integrations = _web_framework_integrations(config)
     options: dict[str, Any] = {
         "dsn": config.dsn,
         "release": fields.get("release"),
@@ -167,15 +133,20 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         "shutdown_timeout": config.shutdown_timeout,
         "enable_logs": config.enable_logs,
         # Compression runs on the application's own CPU for every envelope: gzip at level 1
-        # costs a third of brotli's default for ~15% more bytes on small envelopes.
-        "_experiments": {"transport_compression_algo": "gzip", "transport_compression_level": 1},
+        # costs a third of brotli's default for ~15% more bytes on small envelopes; level 0
+        # is sentry-sdk's "no compression".
+        "_experiments": {
+            "transport_compression_algo": "gzip",
+            "transport_compression_level": 1 if config.compression == "gzip" else 0,
+        },
         "integrations": [
             LoggingIntegration(
                 level=_LOG_LEVELS[config.log_breadcrumb_level],
                 event_level=_LOG_LEVELS[config.log_event_level],
             ),
-            *_web_framework_integrations(),
+            *framework_integrations,
         ],
+        "disabled_integrations": disabled_integrations,
     }
     if config.send_default_pii:
         # Only when asked: sentry-sdk 2.75 deprecates the option (None means False).
@@ -184,6 +155,10 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
     if server_name:
         options["server_name"] = server_name
     options.update(_event_hooks(config))
+    if not config.debug:
+        # sentry-sdk builds a log record for every debug line (several per envelope) and
+        # then drops it in a filter unless `debug` is on: don't build them.
+        logging.getLogger("sentry_sdk.errors").setLevel(logging.WARNING)
     try:
         sentry_sdk.init(**options)
     except Exception as exc:  # a bad option must not stop the application

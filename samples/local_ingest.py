@@ -26,6 +26,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -176,6 +177,7 @@ class _Server(ThreadingHTTPServer):
         connection, address = super().get_request()
         with self._connections_lock:
             self._connections.add(connection)
+            self.ingest.connections_accepted += 1
         return connection, address
 
     def shutdown_request(self, request: Any) -> None:
@@ -256,9 +258,14 @@ class RecordingIngest:
     """
 
     def __init__(
-        self, port: int = 0, on_envelope: Callable[[Envelope], None] | None = None
+        self,
+        port: int = 0,
+        on_envelope: Callable[[Envelope], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._port = port
+        self._tls = tls
+        self.connections_accepted = 0
         self._on_envelope = on_envelope
         self._cond = threading.Condition()
         self._received: list[Envelope] = []
@@ -287,6 +294,8 @@ class RecordingIngest:
             return
         server = _Server(("127.0.0.1", self._port), _Handler)
         server.ingest = self
+        if self._tls is not None:
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -322,8 +331,12 @@ class RecordingIngest:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` (``https`` with ``tls``)."""
+        return f"{self._scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
 
     @property
     def dsn(self) -> str:
@@ -332,7 +345,7 @@ class RecordingIngest:
 
     def make_dsn(self, project_id: int | str = 42, public_key: str = "publickey") -> str:
         """``http://<public_key>@127.0.0.1:PORT/<project_id>``."""
-        return f"http://{public_key}@127.0.0.1:{self.port}/{project_id}"
+        return f"{self._scheme}://{public_key}@127.0.0.1:{self.port}/{project_id}"
 
     # behaviour ---------------------------------------------------------------------------
 

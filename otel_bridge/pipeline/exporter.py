@@ -115,8 +115,10 @@ class SentrySpanExporter(SpanExporter):
         if self._shutdown:
             return
         with self._lock:
-            for assembled in self._assembler.drain():
-                self._deliver_transaction(assembled, self._deadline())
+            self._send(
+                [self._envelope_for(assembled) for assembled in self._assembler.drain()],
+                self._deadline(),
+            )
             self._report_assembly_drops()
             self._shutdown = True
         transport = self._transport_source()
@@ -128,23 +130,47 @@ class SentrySpanExporter(SpanExporter):
         own = [span for span in spans if not self._is_ingest_request(span)]
         ready = self._assembler.add(own, now)
         self._assembler.expire(now)
-        deadline = self._deadline()
-        for assembled in ready:
-            self._deliver_transaction(assembled, deadline)
+        self._send([self._envelope_for(assembled) for assembled in ready], self._deadline())
         self._report_assembly_drops()
 
     def _deadline(self) -> float:
         return self._clock() + self._config.shutdown_timeout
 
-    def _deliver_transaction(self, assembled: AssembledTransaction, deadline: float) -> None:
+    def _send(self, envelopes: Sequence[Envelope | None], deadline: float) -> None:
+        """Hand a batch's envelopes to the transport: as one job of its worker when it is
+        otel-bridge's own (one wake-up of the worker per batch rather than per transaction;
+        see BridgeTransport.capture_envelopes), else one by one."""
+        batch = [envelope for envelope in envelopes if envelope is not None]
+        transport = self._transport_source()
+        if not batch or transport is None:
+            return
+        capture_many = getattr(transport, "capture_envelopes", None)
+        if callable(capture_many):
+            self._pacer.wait_for_room(transport, deadline)
+            # capture_envelopes records an overflow as a client report itself.
+            if capture_many(batch):
+                self.delivered_transactions += len(batch)
+            else:
+                self.lost_transactions += len(batch)
+            return
+        for envelope in batch:
+            if self._pacer.wait_for_room(transport, deadline):
+                self.delivered_transactions += 1
+            else:
+                self.lost_transactions += 1
+            transport.capture_envelope(envelope)
+
+    def _envelope_for(self, assembled: AssembledTransaction) -> Envelope | None:
+        """The transaction envelope of an assembled local root, or None when there is
+        nothing to send (unsampled, no transport, transactions rate-limited)."""
         transport = self._transport_source()
         if transport is None:
             self._warn_no_transport()
             self.lost_transactions += 1
-            return
+            return None
         root = assembled.root
         if root.context is None or not root.context.trace_flags.sampled:
-            return
+            return None
         config = self._config
         resource_fields = self._resource_fields(root)
         name, source = transaction_name_and_source(root)
@@ -166,7 +192,7 @@ class SentrySpanExporter(SpanExporter):
                 quantity=len(assembled.descendants) + 1,
             )
             self.lost_transactions += 1
-            return
+            return None
         parent_hex = (
             format(assembled.parent_span_id, "016x")
             if assembled.parent_span_id is not None
@@ -189,12 +215,7 @@ class SentrySpanExporter(SpanExporter):
             headers["trace"] = dsc
         envelope = Envelope(headers=headers)
         envelope.add_transaction(cast("Event", event))
-        if self._pacer.wait_for_room(transport, deadline):
-            self.delivered_transactions += 1
-        else:
-            # capture_envelope records the overflow as a client report itself.
-            self.lost_transactions += 1
-        transport.capture_envelope(envelope)
+        return envelope
 
     def _scrub(self, event: dict[str, Any], resource: Resource) -> dict[str, Any]:
         if self._scrubber is None:

@@ -16,6 +16,7 @@ import functools
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -118,8 +119,11 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        stripped = value.strip()
+        # isdigit() also accepts superscripts and other digits int() refuses
+        if stripped.isascii() and stripped.isdigit():
+            return int(stripped)
     return None
 
 
@@ -503,6 +507,7 @@ def event_fields_from_resource(
     return fields
 
 
+@functools.cache
 def sdk_info() -> dict[str, Any]:
     import sentry_sdk
 
@@ -579,25 +584,62 @@ def _runtime_context(resource: Resource) -> dict[str, Any] | None:
     return runtime
 
 
+@dataclass(frozen=True)
+class _ResourceParts:
+    resource: Resource
+    release: str | None
+    environment: str | None
+    fields: dict[str, Any]
+    attributes: dict[str, Any]
+    runtime: dict[str, Any] | None
+
+
+_resource_parts_cache: _ResourceParts | None = None
+
+
+def _resource_parts(
+    resource: Resource, release: str | None, environment: str | None
+) -> _ResourceParts:
+    # Every span of a process shares one Resource: map it once, not once per event.
+    # (Resource's own hash serialises all its attributes, so this compares identity.)
+    global _resource_parts_cache
+    cached = _resource_parts_cache
+    if (
+        cached is not None
+        and cached.resource is resource
+        and cached.release == release
+        and cached.environment == environment
+    ):
+        return cached
+    cached = _resource_parts_cache = _ResourceParts(
+        resource,
+        release,
+        environment,
+        event_fields_from_resource(resource, release=release, environment=environment),
+        attributes_dict(resource.attributes),
+        _runtime_context(resource),
+    )
+    return cached
+
+
 def base_event(
     span: ReadableSpan, *, release: str | None, environment: str | None
 ) -> dict[str, Any]:
     """Fields shared by transaction and error events built from one span."""
+    parts = _resource_parts(span.resource, release, environment)
     event: dict[str, Any] = {
         "event_id": uuid.uuid4().hex,
         "platform": "python",
-        **event_fields_from_resource(span.resource, release=release, environment=environment),
+        **parts.fields,
         "sdk": sdk_info(),
     }
+    if "tags" in event:  # the one part that is merged into later: the event's own copy
+        event["tags"] = dict(event["tags"])
     contexts: dict[str, Any] = {
-        "otel": {
-            "attributes": attributes_dict(_attrs(span)),
-            "resource": attributes_dict(span.resource.attributes),
-        }
+        "otel": {"attributes": attributes_dict(_attrs(span)), "resource": parts.attributes}
     }
-    runtime = _runtime_context(span.resource)
-    if runtime:
-        contexts["runtime"] = runtime
+    if parts.runtime:
+        contexts["runtime"] = dict(parts.runtime)
     if is_http_server(span):
         event["request"] = request_info(span)
         status_code = http_status_code(span)
@@ -638,7 +680,8 @@ def transaction_event(
     end = root.end_time if root.end_time is not None else root.start_time
     event = base_event(root, release=release, environment=environment)
     trace = trace_context(root, parent_id=parent_span_id)
-    trace["data"] = span_data(root)
+    # span_data(root) without converting every attribute a second time
+    trace["data"] = {**event["contexts"]["otel"]["attributes"], "otel.kind": root.kind.name}
     event["contexts"]["trace"] = trace
     event.update(
         {

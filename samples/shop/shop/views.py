@@ -56,6 +56,19 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("boom from shop")
 
 
+def account(request: HttpRequest, username: str) -> JsonResponse:
+    """Who is asking, for errors and transactions (otel-bridge's context API); ``?fail=1``
+    then fails, so the error shows it. None of it may reach another request's error."""
+    from otel_bridge import context
+
+    context.set_user(id=username, username=username)
+    context.set_tag("account.plan", "gold")
+    context.add_breadcrumb(f"opened the account of {username}", category="shop")
+    if request.GET.get("fail"):
+        raise RuntimeError(f"account {username} failed")
+    return JsonResponse({"user": username})
+
+
 def not_found(request: HttpRequest) -> HttpResponse:
     raise Http404("nothing here")
 

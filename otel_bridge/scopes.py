@@ -1,0 +1,107 @@
+"""One sentry-sdk isolation scope per unit of work, started by the OTel span that begins it.
+
+sentry-sdk keeps breadcrumbs, the user and tags on an *isolation scope*; its web framework
+integrations fork one per request by wrapping the request handler. When otel-bridge captures
+errors without those wrappers (OTEL_BRIDGE_DJANGO_ERRORS=lean), the OTel span that starts a
+unit of work marks the same boundary: a local root (no parent, or a remote one) that is not
+an outgoing call. This span processor forks the process's isolation scope when such a span
+starts and restores the previous one when it ends, so what one request records never shows
+up in another's errors. For SERVER spans it also tracks a request-mode session, as
+sentry-sdk's request middleware does (release health: crash-free sessions).
+
+Nothing is done where a scope is already set up for this unit of work: by a sentry-sdk
+integration's middleware (its scope holds a session), or by an enclosing root of ours.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import sentry_sdk
+from opentelemetry import context as context_api
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+from sentry_sdk.scope import Scope
+
+# Roots that never end must not keep their scopes alive forever.
+MAX_OPEN_SCOPES = 10_000
+_OUTGOING = (SpanKind.CLIENT, SpanKind.PRODUCER)
+
+
+@dataclass
+class _OpenScope:
+    scope: Scope
+    previous: Scope
+    session: bool
+
+
+class SentryScopeProcessor(SpanProcessor):
+    def __init__(self, base: Scope | None = None, max_open: int = MAX_OPEN_SCOPES) -> None:
+        # The isolation scope every unit of work starts from: what the application set at
+        # start-up (sentry_sdk.set_tag at import time) is inherited, nothing of other requests.
+        self._base = base if base is not None else Scope.get_isolation_scope()
+        self._max_open = max_open
+        self._open: OrderedDict[int, _OpenScope] = OrderedDict()
+        self._open_scopes: set[int] = set()
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
+        parent = span.parent
+        if (parent is not None and not parent.is_remote) or span.kind in _OUTGOING:
+            return
+        current = Scope.get_isolation_scope()
+        if id(current) in self._open_scopes or _has_session(current):
+            return
+        client = sentry_sdk.get_client()
+        if not client.is_active():
+            return
+        scope = self._base.fork()
+        session = span.kind is SpanKind.SERVER and _tracks_sessions(client.options)
+        if session:
+            scope.start_session(session_mode="request")
+        Scope.set_isolation_scope(scope)
+        with self._lock:
+            self._open[span.context.span_id] = _OpenScope(scope, current, session)
+            self._open_scopes.add(id(scope))
+            while len(self._open) > self._max_open:
+                _, stale = self._open.popitem(last=False)
+                self._open_scopes.discard(id(stale.scope))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is None:
+            return
+        with self._lock:
+            opened = self._open.pop(span.context.span_id, None)
+            if opened is None:
+                return
+            self._open_scopes.discard(id(opened.scope))
+        if opened.session:
+            opened.scope.end_session()
+        # In the context the span ends in: for a thread per request that is the one it
+        # started in; for asyncio the request's task context is dropped with the task anyway.
+        if Scope.get_isolation_scope() is opened.scope:
+            Scope.set_isolation_scope(opened.previous)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            still_open = list(self._open.values())
+            self._open.clear()
+            self._open_scopes.clear()
+        for opened in still_open:
+            if opened.session:
+                opened.scope.end_session()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _has_session(scope: Scope) -> bool:
+    # sentry-sdk's request middlewares (Flask, ASGI, ...) start a request session on the
+    # isolation scope they fork; there is no public accessor for it.
+    return getattr(scope, "_session", None) is not None
+
+
+def _tracks_sessions(options: dict[str, object]) -> bool:
+    return bool(options.get("auto_session_tracking", True)) and bool(options.get("release"))

@@ -1,0 +1,294 @@
+"""sentry-sdk's HTTP transport, sending through one kept-alive ``http.client`` connection.
+
+Everything that makes the transport sentry-sdk's is kept: envelopes, compression, DSN auth,
+rate limits (``X-Sentry-Rate-Limits``, ``Retry-After``), client reports, the worker queue.
+Only the last step changes. The span pipeline sends one envelope per transaction, and on
+that path urllib3's pool machinery, OpenTelemetry's urllib3 instrumentation (suppressed, but
+still wrapped around every call) and sentry-sdk's own ``http.client`` hook (whose "is this
+the DSN?" check misses DSNs with a port, so it records a breadcrumb of every envelope it
+sends) cost about three times the request itself. With a proxy, custom socket options or TCP
+keep-alive configured, the request goes through sentry-sdk's urllib3 pool as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import os
+import socket
+import ssl
+import struct
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
+from email.message import Message
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import HttpTransport
+from sentry_sdk.utils import capture_internal_exceptions
+
+# Taken when this module is imported, before sentry-sdk's StdlibIntegration wraps it (the
+# configurator imports this module before it starts sentry-sdk).
+_PLAIN_PUTREQUEST = http.client.HTTPConnection.putrequest
+_DEFAULT_TIMEOUT = 30.0
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as GzipFile writes
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
+    """Blocking mode with the timeout enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO).
+
+    A Python-level socket timeout makes every send and receive two GIL releases (a poll,
+    then the call); each release is a GIL hand-over with the application's request threads,
+    which is what sending costs most. A timeout still ends in an OSError."""
+    seconds = int(timeout)
+    interval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, interval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
+    except OSError:
+        return  # keep Python's own timeout
+    sock.settimeout(None)
+
+
+class _OneWrite:
+    """http.client writes the request head and the body with two system calls: one is
+    enough (and each is a GIL hand-over with the application's threads)."""
+
+    if TYPE_CHECKING:
+        _buffer: list[bytes]
+
+        def send(self, data: Any) -> None: ...
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes):
+            self._buffer.extend((b"", message_body))
+            request = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(request)
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _IngestConnection(_OneWrite, http.client.HTTPConnection):
+    putrequest = _PLAIN_PUTREQUEST  # type: ignore[assignment]
+
+    def connect(self) -> None:
+        super().connect()
+        _kernel_timeouts(self.sock, self.timeout or _DEFAULT_TIMEOUT)
+
+
+class _IngestHTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    putrequest = _PLAIN_PUTREQUEST  # type: ignore[assignment]
+
+    def connect(self) -> None:
+        super().connect()  # the TLS handshake still runs with Python's timeout
+        _kernel_timeouts(self.sock, self.timeout or _DEFAULT_TIMEOUT)
+
+
+class IngestResponse:
+    """What sentry-sdk's response handling reads of a urllib3 response."""
+
+    def __init__(self, status: int, headers: Message, data: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.data = data
+
+    def close(self) -> None:
+        pass
+
+
+class KeptAliveConnection:
+    """One HTTP(S) connection to the ingest, reopened when the server closed it."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._scheme = scheme
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._scheme == "https":
+            return _IngestHTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=self._ssl_context
+            )
+        return _IngestConnection(self._host, self._port, timeout=self._timeout)
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> IngestResponse:
+        with self._lock:
+            reused = self._connection is not None
+            try:
+                return self._post_once(path, body, headers)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                # A kept-alive connection the server had already closed: one fresh attempt.
+                return self._post_once(path, body, headers)
+
+    def _post_once(self, path: str, body: bytes, headers: Mapping[str, str]) -> IngestResponse:
+        if self._connection is None:
+            self._connection = self._connect()
+        connection = self._connection
+        try:
+            connection.request("POST", path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return IngestResponse(response.status, response.headers, data)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+class BridgeTransport(HttpTransport):
+    """sentry-sdk's HTTP transport, with three changes:
+
+    - envelopes go through a :class:`KeptAliveConnection` (see the module's docstring);
+    - OTel instrumentation is suppressed while it sends, so the bridge never records (or
+      propagates headers into) its own requests to the ingest;
+    - the loss counts of a client report that could not be delivered are counted again, so an
+      outage does not also erase the record of what it cost (sentry-sdk attaches them to the
+      next envelope and forgets them, whatever becomes of that envelope).
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self._connection = self._kept_alive_connection()
+
+    def _kept_alive_connection(self) -> KeptAliveConnection | None:
+        options = self.options
+        dsn = self.parsed_dsn
+        if dsn is None or self._resolve_proxy() or options.get("socket_options"):
+            return None
+        if options.get("keep_alive"):  # TCP keep-alive probes: urllib3 sets them up
+            return None
+        context = None
+        if dsn.scheme == "https":
+            context = _ssl_context(options)
+        port = int(dsn.port) if dsn.port else None
+        return KeptAliveConnection(dsn.scheme, dsn.host, port, self.TIMEOUT, context)
+
+    def _request(
+        self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]
+    ) -> Any:
+        if self._connection is None or method != "POST":
+            return super()._request(method, endpoint_type, body, headers)
+        url = self._auth.get_api_url(endpoint_type)
+        path = url[url.index("/", url.index("//") + 2):]
+        return self._connection.post(path, body, headers)
+
+    def _send_request(self, *args: Any, **kwargs: Any) -> None:
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            super()._send_request(*args, **kwargs)
+        except Exception:
+            self._recount_client_reports(kwargs.get("envelope"))
+            raise
+        finally:
+            detach(token)
+
+    def _handle_response(self, response: Any, envelope: Envelope | None) -> None:
+        super()._handle_response(response, envelope)
+        if not 200 <= response.status < 300:
+            self._recount_client_reports(envelope)
+
+    def _recount_client_reports(self, envelope: Envelope | None) -> None:
+        if envelope is None:
+            return
+        for item in envelope.items:
+            if item.type != "client_report":
+                continue
+            with contextlib.suppress(ValueError, TypeError):
+                report = json.loads(item.get_bytes())
+                for entry in report.get("discarded_events", ()):
+                    self.record_lost_event(
+                        entry["reason"],
+                        data_category=entry["category"],
+                        quantity=int(entry["quantity"]),
+                    )
+
+    def capture_envelopes(self, envelopes: Sequence[Envelope]) -> bool:
+        """Queue several envelopes as one job of sentry-sdk's worker; False (and every item
+        counted as a `queue_overflow` loss) when its queue is full.
+
+        Each wake-up of the worker, like each blocking call it makes, has to win the GIL
+        back from the application's busy request threads, which costs far more CPU than the
+        sending itself: one job per span batch avoids a wake-up per transaction. When the
+        ingest cannot be reached, the rest of the job is counted as lost at once rather than
+        each envelope waiting out the same timeout.
+        """
+
+        def send_all() -> None:
+            with capture_internal_exceptions():
+                for index, envelope in enumerate(envelopes):
+                    try:
+                        self._send_envelope(envelope)
+                    except Exception:
+                        for rest in envelopes[index + 1 :]:
+                            for item in rest.items:
+                                self.record_lost_event("network_error", item=item)
+                        raise
+            with capture_internal_exceptions():
+                self._flush_client_reports()
+
+        if self._worker.submit(send_all):
+            return True
+        self.on_dropped_event("full_queue")
+        for envelope in envelopes:
+            for item in envelope.items:
+                self.record_lost_event("queue_overflow", item=item)
+        return False
+
+    def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
+        # sentry-sdk streams the envelope through GzipFile in many small writes; one
+        # serialisation and one zlib call (one GIL release, not several) with the same format and
+        # level cost half as much.
+        if self._compression_algo != "gzip" or not self._compression_level:
+            return super()._serialize_envelope(envelope)
+        body = zlib.compress(envelope.serialize(), self._compression_level, wbits=_GZIP_WBITS)
+        return "gzip", io.BytesIO(body)
+
+    def kill(self) -> None:
+        super().kill()
+        if self._connection is not None:
+            self._connection.close()
+
+
+def _ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The certificates sentry-sdk's urllib3 pool would use (HttpTransport._get_pool_options):
+    the `ca_certs` option, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, else certifi's bundle; and a
+    client certificate from `cert_file`/`key_file` or CLIENT_CERT_FILE/CLIENT_KEY_FILE."""
+    import certifi
+
+    cafile = (
+        options.get("ca_certs")
+        or os.environ.get("SSL_CERT_FILE")
+        or os.environ.get("REQUESTS_CA_BUNDLE")
+        or certifi.where()
+    )
+    context = ssl.create_default_context(cafile=cafile)
+    cert_file = options.get("cert_file") or os.environ.get("CLIENT_CERT_FILE")
+    key_file = options.get("key_file") or os.environ.get("CLIENT_KEY_FILE")
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context

@@ -1,0 +1,155 @@
+"""Unhandled Django errors, captured without (``lean``, the default) and with (``sentry``)
+sentry-sdk's DjangoIntegration: the shop sample under ``opentelemetry-instrument``, sending
+to a recording ingest on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import requests
+
+from tests.rig.ingest import RecordingIngest
+from tests.rig.processes import REPO_ROOT
+
+
+def _error_with(message: str) -> Any:
+    def find(ingest: RecordingIngest) -> list[Any]:
+        return [
+            event for event in ingest.events("event")
+            if any(value.get("value") == message
+                   for value in event.get("exception", {}).get("values", []))
+        ]
+
+    return find
+
+
+def _breadcrumb_messages(event: dict[str, Any]) -> list[str]:
+    return [str(crumb.get("message")) for crumb in event.get("breadcrumbs", {}).get("values", [])]
+
+
+@pytest.mark.parametrize("engine", ["lean", "sentry"])
+def test_an_error_carries_its_own_request_and_nothing_of_other_requests(
+    engine: str, ingest: RecordingIngest, shop_server: Any
+) -> None:
+    # One gunicorn sync worker serves every request on the same thread, so nothing but a
+    # scope per request keeps them apart (runserver's thread per request would hide a leak).
+    shop = shop_server(
+        {"SENTRY_DSN": ingest.dsn, "OTEL_BRIDGE_DJANGO_ERRORS": engine},
+        server="gunicorn", workers=1, ready_path="/health/",
+    )
+    # Earlier requests set a user, a tag and breadcrumbs, and log: all of it is theirs.
+    assert requests.get(shop.url("/account/alice/"), timeout=10).status_code == 200
+    assert requests.get(shop.url("/log/"), timeout=10).status_code == 200
+    response = requests.get(
+        shop.url("/boom/?page=2"),
+        headers={"Authorization": "Bearer sekrit-token-4711", "X-Shop-Client": "tests"},
+        timeout=10,
+    )
+    assert response.status_code == 500
+    assert requests.get(shop.url("/account/bob/?fail=1"), timeout=10).status_code == 500
+
+    [boom] = ingest.wait_for(_error_with("boom from shop"), timeout=20)
+    [bob] = ingest.wait_for(_error_with("account bob failed"), timeout=20)
+
+    [exception] = boom["exception"]["values"]
+    assert exception["mechanism"] == {"type": "django", "handled": False}
+    assert "vars" in exception["stacktrace"]["frames"][-1]
+    request = boom["request"]
+    assert request["method"] == "GET"
+    assert request["url"] == shop.url("/boom/")
+    assert request["query_string"] == "page=2"
+    assert request["headers"]["X-Shop-Client"] == "tests"
+    assert "sekrit-token-4711" not in json.dumps(boom)
+    # nothing of alice's request, nor of /log/'s
+    assert boom.get("user", {}).get("id") != "alice"
+    assert "account.plan" not in boom.get("tags", {})
+    crumbs = " ".join(_breadcrumb_messages(boom))
+    assert "alice" not in crumbs and "shop log info" not in crumbs
+
+    # the failing request itself keeps what it set
+    assert bob["user"]["id"] == "bob"
+    assert bob["tags"]["account.plan"] == "gold"
+    bob_crumbs = _breadcrumb_messages(bob)
+    assert "opened the account of bob" in bob_crumbs
+    assert not any("alice" in crumb for crumb in bob_crumbs)
+
+    # exactly one event per failure: Django's own "Internal Server Error" log is not another
+    errors = [
+        event for event in ingest.events("event")
+        if event.get("exception") or "Internal Server Error" in json.dumps(event)
+    ]
+    assert len(errors) == 2, errors
+
+
+def test_lean_errors_are_named_like_their_transaction(
+    ingest: RecordingIngest, shop_server: Any
+) -> None:
+    shop = shop_server({"SENTRY_DSN": ingest.dsn})
+    assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
+    [error] = ingest.wait_for(_error_with("boom from shop"), timeout=20)
+    [transaction] = ingest.wait_for(
+        lambda i: [t for t in i.events("transaction") if t["transaction"] == "GET boom/"],
+        timeout=20,
+    )
+    assert error["transaction"] == transaction["transaction"] == "GET boom/"
+    assert error["transaction_info"] == {"source": "route"}
+    assert error["contexts"]["trace"]["span_id"] == transaction["contexts"]["trace"]["span_id"]
+
+
+@pytest.mark.parametrize("engine", ["lean", "sentry"])
+def test_requests_are_counted_as_release_health_sessions_once(
+    engine: str, ingest: RecordingIngest, shop_server: Any
+) -> None:
+    # With `sentry`, DjangoIntegration's middleware counts them; otel-bridge must not too.
+    shop = shop_server(
+        {
+            "SENTRY_DSN": ingest.dsn,
+            "SENTRY_RELEASE": "shop@1.0",
+            "OTEL_BRIDGE_DJANGO_ERRORS": engine,
+        }
+    )
+    for _ in range(2):
+        assert requests.get(shop.url("/health/"), timeout=10).status_code == 200
+    assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
+    ingest.wait_for(_error_with("boom from shop"), timeout=20)
+    shop.stop()  # sessions are aggregated and sent at exit (or every minute)
+
+    sessions = ingest.events("sessions")
+    assert sessions, ingest.dump()
+    assert {s["attrs"]["release"] for s in sessions} == {"shop@1.0"}
+    counts: dict[str, int] = {}
+    for aggregate in (a for s in sessions for a in s["aggregates"]):
+        for status in ("exited", "errored", "crashed"):
+            counts[status] = counts.get(status, 0) + aggregate.get(status, 0)
+    assert counts == {"exited": 2, "errored": 0, "crashed": 1}
+
+
+def test_an_async_view_error_is_reported_once(ingest: RecordingIngest) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "SENTRY_DSN": ingest.dsn,
+        "OTEL_TRACES_EXPORTER": "sentry",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "async-errors",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.services.django_async_errors"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "STATUS 500" in completed.stdout, completed.stdout + completed.stderr
+    [error] = ingest.wait_for(_error_with("async boom"), timeout=20)
+    [exception] = error["exception"]["values"]
+    assert exception["type"] == "ValueError"
+    assert exception["mechanism"] == {"type": "django", "handled": False}
+    assert error["request"]["url"].endswith("/async-boom/")
+    [transaction] = ingest.wait_for(lambda i: i.events("transaction"), timeout=20)
+    assert error["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
+    assert len([e for e in ingest.events("event") if e.get("exception")]) == 1

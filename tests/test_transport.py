@@ -1,0 +1,162 @@
+"""otel-bridge's transport (sentry-sdk's HTTP transport over one kept-alive http.client
+connection) against the recording ingest, over HTTP and HTTPS, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+from sentry_sdk.envelope import Envelope
+
+from otel_bridge.transport import BridgeTransport
+from tests.rig.ingest import RecordingIngest
+
+
+def _client(dsn: str, **options: Any) -> sentry_sdk.Client:
+    experiments: dict[str, Any] = {
+        "transport_compression_algo": "gzip", "transport_compression_level": 1
+    }
+    experiments.update(options.pop("_experiments", {}))
+    return sentry_sdk.Client(
+        dsn=dsn, transport=BridgeTransport, _experiments=experiments, **options  # type: ignore[arg-type]
+    )
+
+
+def _transport(client: sentry_sdk.Client) -> BridgeTransport:
+    transport = client.transport
+    assert isinstance(transport, BridgeTransport)
+    return transport
+
+
+def _envelope(name: str = "GET /x") -> Envelope:
+    event_id = uuid.uuid4().hex
+    envelope = Envelope(headers={"event_id": event_id})
+    event: Any = {
+        "type": "transaction", "event_id": event_id, "transaction": name,
+        "start_timestamp": 1.0, "timestamp": 2.0,
+        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": "1" * 16}},
+        "spans": [],
+    }
+    envelope.add_transaction(event)
+    return envelope
+
+
+@pytest.fixture
+def client_factory() -> Iterator[Any]:
+    clients: list[sentry_sdk.Client] = []
+
+    def make(dsn: str, **options: Any) -> sentry_sdk.Client:
+        client = _client(dsn, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close(timeout=2)
+
+
+def test_envelopes_share_one_kept_alive_connection(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    transport = _transport(client_factory(ingest.dsn))
+    assert transport.capture_envelopes([_envelope(f"batch {n}") for n in range(10)])
+    for n in range(5):
+        transport.capture_envelope(_envelope(f"single {n}"))
+    transport.flush(timeout=10)
+
+    names = {event["transaction"] for event in ingest.events("transaction")}
+    assert names == {f"batch {n}" for n in range(10)} | {f"single {n}" for n in range(5)}
+    assert ingest.connections_accepted == 1
+    assert {envelope.content_encoding for envelope in ingest.envelopes} == {"gzip"}
+
+
+def test_a_connection_the_ingest_closed_is_reopened_without_loss(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    transport = _transport(client_factory(ingest.dsn))
+    transport.capture_envelope(_envelope("before"))
+    transport.flush(timeout=10)
+    ingest.stop()  # cuts the kept-alive connection; the same port listens again below
+    ingest.start()
+    transport.capture_envelope(_envelope("after"))
+    transport.flush(timeout=10)
+
+    assert [event["transaction"] for event in ingest.events("transaction")] == [
+        "before", "after"
+    ]
+    assert ingest.connections_accepted == 2
+    assert not ingest.events("client_report")
+
+
+def test_an_unreachable_ingest_fails_a_batch_once_and_every_loss_is_reported(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    transport = _transport(client_factory(ingest.dsn))
+    ingest.stop()
+    assert transport.capture_envelopes([_envelope(f"lost {n}") for n in range(5)])
+    transport.flush(timeout=10)
+    ingest.start()
+    transport.capture_envelope(_envelope("back"))
+    transport.flush(timeout=10)  # also sends the pending client report
+
+    assert [event["transaction"] for event in ingest.events("transaction")] == ["back"]
+    discarded = [
+        entry for report in ingest.events("client_report")
+        for entry in report["discarded_events"]
+    ]
+    assert {"reason": "network_error", "category": "transaction", "quantity": 5} in discarded
+
+
+def test_compression_none_sends_plain_envelopes(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    transport = _transport(
+        client_factory(ingest.dsn, _experiments={"transport_compression_level": 0})
+    )
+    transport.capture_envelope(_envelope("plain"))
+    transport.flush(timeout=10)
+    [envelope] = ingest.envelopes
+    assert envelope.content_encoding is None
+    assert envelope.items_of("transaction")[0].json["transaction"] == "plain"
+
+
+@pytest.fixture
+def tls_ingest(tmp_path: Path) -> Iterator[tuple[RecordingIngest, Path]]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with RecordingIngest(tls=context) as server:
+        yield server, cert
+
+
+def test_https_verifies_the_ingest_with_ca_certs(
+    tls_ingest: tuple[RecordingIngest, Path], client_factory: Any
+) -> None:
+    ingest, cert = tls_ingest
+    assert ingest.dsn.startswith("https://")
+    transport = _transport(client_factory(ingest.dsn, ca_certs=str(cert)))
+    transport.capture_envelope(_envelope("over tls"))
+    transport.flush(timeout=10)
+    assert [event["transaction"] for event in ingest.events("transaction")] == ["over tls"]
+
+    # Without the certificate (certifi's bundle only) the ingest is not trusted.
+    untrusting = _transport(client_factory(ingest.dsn))
+    untrusting.capture_envelope(_envelope("untrusted"))
+    untrusting.flush(timeout=10)
+    assert [event["transaction"] for event in ingest.events("transaction")] == ["over tls"]
