@@ -15,8 +15,9 @@ Variants:
 - ``sentry_processor``: sentry-sdk's ``SentrySpanProcessor`` (``instrumenter="otel"``);
 - ``bridge``: otel-bridge's pipeline as its configurator builds it from ``SENTRY_DSN``.
 
-Both Sentry variants use the same transport: sentry-sdk's ``HttpTransport`` doing all its
-work (queue, worker thread, serialisation, compression) except the HTTP request itself.
+Both Sentry variants use their own transport (sentry-sdk's ``HttpTransport``, otel-bridge's
+``BridgeTransport``) doing all its work (queue, worker thread, serialisation, compression)
+except the HTTP request itself.
 Queues are made large enough that nothing is dropped, so both do all the work.
 """
 
@@ -42,10 +43,10 @@ _DSN = "http://benchkey@127.0.0.1:9/1"  # never contacted: the transport sends n
 _QUEUE = 1_000_000
 
 
-def _counting_transport_class() -> type[Any]:
+def _counting_transport_class(base: type[Any] | None = None) -> type[Any]:
     from sentry_sdk.transport import HttpTransport
 
-    class CountingTransport(HttpTransport):  # type: ignore[misc]
+    class CountingTransport(base or HttpTransport):  # type: ignore[misc]
         """sentry-sdk's HTTP transport minus the request: serialised, compressed, counted."""
 
         sent_items: dict[str, int] = {}
@@ -165,9 +166,11 @@ def _setup_bridge() -> Callable[[], dict[str, int]]:
             "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": str(_QUEUE),
         }
     )
+    from otel_bridge.transport import BridgeTransport
+
     configure()
     client = sentry_sdk.get_client()
-    transport_class = _counting_transport_class()
+    transport_class = _counting_transport_class(BridgeTransport)
     transport = transport_class(client.options)
     client.transport = transport
     provider = trace.get_tracer_provider()

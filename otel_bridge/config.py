@@ -233,10 +233,10 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_positive_int,
     ),
     Setting(
-        "transport_queue_size", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE", "integer", 100,
-        "sentry-sdk's transport queue: jobs waiting to be sent (an error event, or all the "
-        "transactions of one span batch). The span pipeline waits for room instead of "
-        "overflowing it.",
+        "transport_queue_size", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE", "integer", 1000,
+        "Most envelopes waiting to be sent (sentry-sdk's own queue holds as many jobs: an "
+        "error event, or all the transactions of one span batch). The span pipeline waits "
+        "for room instead of overflowing it; what cannot wait is dropped and counted.",
         _parse_positive_int,
     ),
     Setting(
@@ -334,7 +334,7 @@ class BridgeConfig:
     django_errors: str = "lean"
     pending_span_ttl: float = 300.0
     max_pending_spans: int = 20_000
-    transport_queue_size: int = 100
+    transport_queue_size: int = 1000
     compression: str = "gzip"
     shutdown_timeout: float = 10.0
     sampling_rules: tuple[str, ...] = ()

@@ -174,6 +174,21 @@ class BridgeTransport(HttpTransport):
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self._connection = self._kept_alive_connection()
+        # sentry-sdk bounds its queue in jobs; a job of capture_envelopes holds a whole span
+        # batch, so the envelopes waiting are bounded here too (memory during an outage).
+        self._envelope_room = max(1, int(options.get("transport_queue_size") or 100))
+        self._pending_envelopes = 0
+        self._pending_lock = threading.Lock()
+
+    def has_room(self, count: int) -> bool:
+        """Whether `count` more envelopes fit (a batch always fits into an empty queue)."""
+        with self._pending_lock:
+            pending = self._pending_envelopes
+        return pending == 0 or pending + count <= self._envelope_room
+
+    def _envelopes_done(self, count: int) -> None:
+        with self._pending_lock:
+            self._pending_envelopes -= count
 
     def _kept_alive_connection(self) -> KeptAliveConnection | None:
         options = self.options
@@ -239,20 +254,28 @@ class BridgeTransport(HttpTransport):
         """
 
         def send_all() -> None:
-            with capture_internal_exceptions():
-                for index, envelope in enumerate(envelopes):
-                    try:
+            done = 0
+            try:
+                with capture_internal_exceptions():
+                    for envelope in envelopes:
+                        done += 1
+                        self._envelopes_done(1)
                         self._send_envelope(envelope)
-                    except Exception:
-                        for rest in envelopes[index + 1 :]:
-                            for item in rest.items:
-                                self.record_lost_event("network_error", item=item)
-                        raise
+            finally:
+                rest = envelopes[done:]
+                self._envelopes_done(len(rest))
+                for lost in rest:  # the ingest could not be reached
+                    for item in lost.items:
+                        self.record_lost_event("network_error", item=item)
             with capture_internal_exceptions():
                 self._flush_client_reports()
 
-        if self._worker.submit(send_all):
-            return True
+        if self.has_room(len(envelopes)):
+            with self._pending_lock:
+                self._pending_envelopes += len(envelopes)
+            if self._worker.submit(send_all):
+                return True
+            self._envelopes_done(len(envelopes))
         self.on_dropped_event("full_queue")
         for envelope in envelopes:
             for item in envelope.items:

@@ -160,3 +160,26 @@ def test_https_verifies_the_ingest_with_ca_certs(
     untrusting.capture_envelope(_envelope("untrusted"))
     untrusting.flush(timeout=10)
     assert [event["transaction"] for event in ingest.events("transaction")] == ["over tls"]
+
+
+def test_envelopes_waiting_are_bounded_and_the_overflow_is_reported(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    transport = _transport(client_factory(ingest.dsn, transport_queue_size=5))
+    ingest.respond_with(200, delay=0.5)
+    assert transport.capture_envelopes([_envelope(f"first {n}") for n in range(5)])
+    assert not transport.has_room(1)
+    assert not transport.capture_envelopes([_envelope(f"second {n}") for n in range(3)])
+    transport.flush(timeout=20)
+    ingest.respond_with(200)
+    assert transport.has_room(5)
+    transport.capture_envelope(_envelope("last"))  # carries the client report
+    transport.flush(timeout=10)
+
+    names = [event["transaction"] for event in ingest.events("transaction")]
+    assert sorted(names) == sorted([f"first {n}" for n in range(5)] + ["last"])
+    discarded = [
+        entry for report in ingest.events("client_report")
+        for entry in report["discarded_events"]
+    ]
+    assert {"reason": "queue_overflow", "category": "transaction", "quantity": 3} in discarded

@@ -146,7 +146,7 @@ class SentrySpanExporter(SpanExporter):
             return
         capture_many = getattr(transport, "capture_envelopes", None)
         if callable(capture_many):
-            self._pacer.wait_for_room(transport, deadline)
+            self._pacer.wait_for_room(transport, deadline, count=len(batch))
             # capture_envelopes records an overflow as a client report itself.
             if capture_many(batch):
                 self.delivered_transactions += len(batch)
@@ -384,9 +384,14 @@ class TransportPacer:
         self._last_stall: float | None = None
         self.stalled = False
 
-    def wait_for_room(self, transport: Transport, deadline: float) -> bool:
-        # `_worker.full()` is sentry-sdk's own view of its queue; without it, don't pace.
-        full = getattr(getattr(transport, "_worker", None), "full", None)
+    def wait_for_room(self, transport: Transport, deadline: float, count: int = 1) -> bool:
+        has_room = getattr(transport, "has_room", None)
+        full: Callable[[], bool] | None
+        if callable(has_room):  # otel-bridge's transport counts envelopes
+            full = lambda: not has_room(count)  # noqa: E731
+        else:
+            # `_worker.full()` is sentry-sdk's own view of its queue; without it, don't pace.
+            full = getattr(getattr(transport, "_worker", None), "full", None)
         if not callable(full):
             return True
         if not full():
