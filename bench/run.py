@@ -243,7 +243,7 @@ def bench_micro(report: Report, mode: Mode) -> dict[str, float]:
         "",
         f"{mode.micro_traces} traces of 6 spans (1 server + 5 SQL), {mode.micro_rounds} "
         "round(s), medians; CPU of every thread until the pipeline handed everything to the "
-        "transport (sentry-sdk's HTTP transport minus the request: queue, serialisation, "
+        "transport (each pipeline's own HTTP transport minus the request: queue, serialisation, "
         "compression), minus the cost of making the spans with no processor "
         f"({base / spans * 1e6:.1f} µs/span).",
         "",

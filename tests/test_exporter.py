@@ -242,6 +242,43 @@ def test_pacer_stops_waiting_on_a_stalled_ingest_and_resumes_when_it_drains() ->
     assert now[0] - before <= 2.0
 
 
+class _SlowButMoving:
+    """otel-bridge's transport as the pacer sees it: no room for a while, but envelopes
+    keep finishing (a slow ingest, not a stalled one)."""
+
+    def __init__(self, room_after: int) -> None:
+        self.finished = 0
+        self.room_after = room_after
+
+    def has_room(self, count: int) -> bool:
+        return self.finished >= self.room_after
+
+    def finished_envelopes(self) -> int:
+        self.finished += 1
+        return self.finished
+
+
+def test_pacer_keeps_waiting_while_the_ingest_makes_progress() -> None:
+    from otel_bridge.pipeline.exporter import TransportPacer
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    transport = _SlowButMoving(room_after=100)  # ~25 s of clock: far past stall_after
+    pacer = TransportPacer(clock, stall_after=2.0)
+    assert pacer.wait_for_room(transport, deadline=1000.0, count=5) is True  # type: ignore[arg-type]
+    assert not pacer.stalled
+    assert now[0] > 2.0 * 5
+
+    stuck = _SlowButMoving(room_after=10**9)
+    stuck.finished_envelopes = lambda: 0  # type: ignore[method-assign]
+    assert pacer.wait_for_room(stuck, deadline=1000.0) is False  # type: ignore[arg-type]
+    assert pacer.stalled
+
+
 def test_loss_counts_survive_an_outage_and_arrive_when_the_ingest_is_back(
     ingest: RecordingIngest, pipeline_factory: type[Pipeline]
 ) -> None:

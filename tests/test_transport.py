@@ -183,3 +183,15 @@ def test_envelopes_waiting_are_bounded_and_the_overflow_is_reported(
         for entry in report["discarded_events"]
     ]
     assert {"reason": "queue_overflow", "category": "transaction", "quantity": 3} in discarded
+
+
+def test_unusable_tls_settings_fall_back_to_sentry_sdks_pool_with_a_warning(
+    client_factory: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-bundle.pem"
+    with caplog.at_level("WARNING", logger="otel_bridge.transport"):
+        transport = _transport(
+            client_factory("https://key@127.0.0.1:9/1", ca_certs=str(missing))
+        )
+    assert transport._connection is None  # sentry-sdk's urllib3 pool sends (and complains)
+    assert "TLS settings for the ingest failed" in caplog.text

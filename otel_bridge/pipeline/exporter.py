@@ -4,9 +4,10 @@ It runs behind OTel's BatchSpanProcessor, so the request thread only hands a spa
 grouping, mapping and serialisation happen on the batch thread. Envelopes go through
 sentry-sdk's own transport (DSN auth, compression, rate limits, retries, client reports).
 
-sentry-sdk's transport queue drops envelopes once 100 are waiting, and one transaction is one
-envelope: so this exporter waits for room instead of overflowing it (the batch processor keeps
-buffering meanwhile), and anything it must drop is counted as a client report.
+One transaction is one envelope, and a transport's queue is bounded (sentry-sdk's drops what
+does not fit): so this exporter waits for room instead of overflowing it (the batch processor
+keeps buffering meanwhile), and anything it must drop is counted as a client report. The
+envelopes of one batch go to otel-bridge's transport as one job (``capture_envelopes``).
 """
 
 from __future__ import annotations
@@ -363,9 +364,10 @@ def _transactions_rate_limited(transport: Transport) -> bool:
 
 
 class TransportPacer:
-    """Waits for room in sentry-sdk's transport queue, so a burst is delivered instead of
+    """Waits for room in the transport's queue, so a burst is delivered instead of
     overflowing it, but never waits long on an ingest that makes no progress: after
-    `stall_after` seconds without room it stops waiting (envelopes then overflow and are
+    `stall_after` seconds without room (and, with otel-bridge's transport, without an
+    envelope finished) it stops waiting (envelopes then overflow and are
     counted as client reports) until the queue has room again, and for `recovery` seconds
     after a stall it waits at most `short_wait`. Otherwise the batch processor's own queue
     would fill behind the waiting exporter and drop spans without counting them."""
@@ -405,8 +407,16 @@ class TransportPacer:
         )
         budget = self._short_wait if recently_stalled else self._stall_after
         give_up = min(deadline, now + budget)
+        # otel-bridge's transport counts the envelopes it finished: while that count moves,
+        # the ingest is slow, not stalled, and the wait goes on (up to the deadline).
+        finished = getattr(transport, "finished_envelopes", None)
+        progress = finished() if callable(finished) else None
         while full():
-            if self._clock() >= give_up:
+            now = self._clock()
+            if callable(finished) and finished() != progress:
+                progress = finished()
+                give_up = min(deadline, now + budget)
+            if now >= give_up:
                 self.stalled = True
                 self._last_stall = self._clock()
                 _logger.debug("otel-bridge: the ingest makes no progress; not waiting for it")
