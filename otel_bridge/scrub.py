@@ -570,19 +570,36 @@ def _scrub_event(scrubber: Scrubber, event: Event) -> Event:
 
 
 def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
-    """A scrubbed copy of an ended span (public API only)."""
+    """The span itself when scrubbing changes nothing in it (the common case: making a copy
+    costs twice the scrubbing), else a scrubbed copy (public API only)."""
     if not scrubber.enabled:
         return span
     status = span.status
     if status.description:
-        status = Status(status.status_code, scrubber.scrub_text(status.description))
+        description = scrubber.scrub_text(status.description)
+        if description != status.description:
+            status = Status(status.status_code, description)
+    name = scrubber.scrub_text(span.name)
+    original = span.attributes or {}
+    attributes = scrubber.scrub_attributes(original)
+    events = [_scrub_event(scrubber, event) for event in span.events]
+    unchanged = (
+        name == span.name
+        and status is span.status
+        and all(new is old for new, old in zip(events, span.events, strict=True))
+        and len(attributes) == len(original)
+        # scrub_attributes keeps the very value object of what it does not change
+        and all(attributes.get(key) is value for key, value in original.items())
+    )
+    if unchanged:
+        return span
     return ReadableSpan(
-        name=scrubber.scrub_text(span.name),
+        name=name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=scrubber.scrub_attributes(span.attributes or {}),
-        events=[_scrub_event(scrubber, event) for event in span.events],
+        attributes=attributes,
+        events=events,
         links=span.links,
         kind=span.kind,
         status=status,

@@ -27,9 +27,13 @@ def test_values_parse() -> None:
             "SENTRY_TRACE_PROPAGATION_TARGETS": r"^https://api\.internal/, localhost",
             "OTEL_BRIDGE_SPAN_ERRORS": "ALL",
             "OTEL_BRIDGE_LOG_EVENT_LEVEL": "warn",
+            "OTEL_BRIDGE_DJANGO_ERRORS": " Sentry ",
+            "OTEL_BRIDGE_COMPRESSION": "NONE",
         }
     )
     assert config.problems == ()
+    assert config.django_errors == "sentry"
+    assert config.compression == "none"
     assert config.traces_sample_rate == 0.25
     assert config.debug is True
     assert config.trace_propagation_targets == (r"^https://api\.internal/", "localhost")
@@ -44,9 +48,12 @@ def test_bad_values_keep_defaults_and_explain_once() -> None:
             "SENTRY_TRACES_SAMPLE_RATE": "1.5",
             "OTEL_BRIDGE_MAX_PENDING_SPANS": "-3",
             "SENTRY_TRACE_PROPAGATION_TARGETS": "([",
+            "OTEL_BRIDGE_DJANGO_ERRORS": "integration",
+            "OTEL_BRIDGE_COMPRESSION": "brotli",
         }
     )
     assert config.dsn is None
+    assert (config.django_errors, config.compression) == ("lean", "gzip")
     assert config.traces_sample_rate is None
     assert config.max_pending_spans == 20_000
     problems = {problem.env: str(problem) for problem in config.problems}
@@ -55,7 +62,10 @@ def test_bad_values_keep_defaults_and_explain_once() -> None:
         "SENTRY_TRACES_SAMPLE_RATE",
         "OTEL_BRIDGE_MAX_PENDING_SPANS",
         "SENTRY_TRACE_PROPAGATION_TARGETS",
+        "OTEL_BRIDGE_DJANGO_ERRORS",
+        "OTEL_BRIDGE_COMPRESSION",
     }
+    assert "expected one of lean, sentry" in problems["OTEL_BRIDGE_DJANGO_ERRORS"]
     assert "between 0 and 1" in problems["SENTRY_TRACES_SAMPLE_RATE"]
     assert "not-a-dsn" not in problems["SENTRY_DSN"]  # a DSN is a secret, even a broken one
 

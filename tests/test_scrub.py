@@ -446,3 +446,25 @@ def test_hooks_chain_to_the_next_callback() -> None:
     assert kept == {"extra": {"password": FILTERED}}
     assert seen[0] is kept  # the next callback sees the scrubbed event
     assert hooks.before_send({"tags": {"drop": "1"}}, {}) is None
+
+
+def test_a_span_with_nothing_to_scrub_is_passed_on_as_is_and_others_are_copied() -> None:
+    from otel_bridge.scrub import scrub_readable_span
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("clean", attributes={"http.route": "orders/<id>/"}):
+        pass
+    with tracer.start_as_current_span(
+        "secret", attributes={"http.route": "login/", "app.password": "hunter2"}
+    ):
+        pass
+    clean, secret = exporter.get_finished_spans()
+    scrubber = Scrubber()
+    assert scrub_readable_span(scrubber, clean) is clean
+    copy = scrub_readable_span(scrubber, secret)
+    assert copy is not secret
+    assert copy.attributes is not None and copy.attributes["app.password"] == FILTERED
+    assert secret.attributes is not None and secret.attributes["app.password"] == "hunter2"
