@@ -164,9 +164,12 @@ class KeptAliveConnection:
 
 
 class BridgeTransport(HttpTransport):
-    """sentry-sdk's HTTP transport, with three changes:
+    """sentry-sdk's HTTP transport, with these changes:
 
-    - envelopes go through a :class:`KeptAliveConnection` (see the module's docstring);
+    - envelopes go through a :class:`KeptAliveConnection` (see the module's docstring),
+      compressed with one zlib call;
+    - the span pipeline hands over a whole batch as one job (:meth:`capture_envelopes`), and
+      the envelopes waiting in such jobs are bounded (:meth:`has_room`);
     - OTel instrumentation is suppressed while it sends, so the bridge never records (or
       propagates headers into) its own requests to the ingest;
     - the loss counts of a client report that could not be delivered are counted again, so an
