@@ -1,11 +1,11 @@
 """Start-up checks that turn bad configuration into one clear log line instead of a dead app.
 
 The OTel SDK is unforgiving where a typo is easy: an unknown name in ``OTEL_TRACES_EXPORTER``
-raises inside the configurator and ``opentelemetry-instrument`` then instruments nothing; an
-unknown name in ``OTEL_PROPAGATORS`` makes it exit. The functions here say which names would
-resolve, mirroring the SDK's own lookup (entry points, and the ``otlp`` alias resolved by
-``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``), so the distro can keep the good ones. The same
-functions back ``otel-bridge doctor``.
+(or the metrics or logs one) raises inside the configurator and ``opentelemetry-instrument``
+then instruments nothing; an unknown name in ``OTEL_PROPAGATORS`` makes it exit. The
+functions here say which names would resolve, mirroring the SDK's own lookup (entry points,
+and the ``otlp`` alias resolved by ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]PROTOCOL``), so the distro
+can keep the good ones. The same functions back ``otel-bridge doctor``.
 """
 
 from __future__ import annotations
@@ -77,14 +77,17 @@ def entry_points_by_name(group: str) -> dict[str, list[EntryPoint]]:
     return found
 
 
-def resolve_exporter_name(name: str, environ: Mapping[str, str] | None = None) -> str:
+def resolve_exporter_name(
+    name: str, environ: Mapping[str, str] | None = None, signal: str = "traces"
+) -> str:
     """The entry point the SDK loads for ``name``: ``otlp`` follows the OTLP protocol
-    variables (gRPC when unset), as ``opentelemetry.sdk._configuration`` does."""
+    variables of the signal (gRPC when unset), as ``opentelemetry.sdk._configuration`` does."""
     if name != "otlp":
         return name
     env = os.environ if environ is None else environ
     protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     )
     if not protocol:
         return "otlp_proto_grpc"
@@ -92,20 +95,21 @@ def resolve_exporter_name(name: str, environ: Mapping[str, str] | None = None) -
 
 
 def validate_exporter_names(
-    names: str | None, environ: Mapping[str, str] | None = None
+    names: str | None, environ: Mapping[str, str] | None = None, signal: str = "traces"
 ) -> tuple[list[str], list[str]]:
-    """Split ``OTEL_TRACES_EXPORTER`` into names that resolve to an installed trace exporter
-    and names that do not (in the order given, without duplicates).
+    """Split ``OTEL_TRACES_EXPORTER`` (or the ``metrics``/``logs`` one) into names that
+    resolve to an installed exporter of that signal and names that do not (in the order
+    given, without duplicates).
 
     ``none`` is neither: alone it means no exporter, in a list it is dropped (the SDK would
     look it up as an exporter and fail)."""
-    installed = entry_points_by_name(TRACES_EXPORTER_GROUP)
+    installed = entry_points_by_name(f"opentelemetry_{signal}_exporter")
     known: list[str] = []
     unknown: list[str] = []
     for name in split_names(names):
         if name.lower() == "none" or name in known or name in unknown:
             continue
-        target = known if resolve_exporter_name(name, environ) in installed else unknown
+        target = known if resolve_exporter_name(name, environ, signal) in installed else unknown
         target.append(name)
     return known, unknown
 

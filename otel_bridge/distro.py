@@ -53,20 +53,30 @@ def apply_environment_defaults(environ: Any = None) -> None:
     env.setdefault(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, "process,os,host,heroku")
 
 
-def drop_unknown_trace_exporters(environ: Any) -> None:
-    """An unknown name in OTEL_TRACES_EXPORTER makes the SDK give up on every exporter and
-    instrumentation; keep the known ones and say once which were dropped."""
+_EXPORTER_VARIABLES = {
+    "traces": (OTEL_TRACES_EXPORTER, "trace"),
+    "metrics": (OTEL_METRICS_EXPORTER, "metrics"),
+    "logs": (OTEL_LOGS_EXPORTER, "logs"),
+}
+
+
+def drop_unknown_exporters(environ: Any) -> None:
+    """An unknown name in OTEL_TRACES_EXPORTER (or the metrics or logs one) makes the SDK give
+    up on every exporter and instrumentation; keep the known ones and say once which were
+    dropped."""
     from otel_bridge.diagnostics import validate_exporter_names
 
-    known, unknown = validate_exporter_names(environ.get(OTEL_TRACES_EXPORTER))
-    if unknown:
-        _logger.error(
-            "otel-bridge: unknown trace exporter(s) %s in %s ignored; using %s",
-            ", ".join(unknown),
-            OTEL_TRACES_EXPORTER,
-            ", ".join(known) or "none",
-        )
-        environ[OTEL_TRACES_EXPORTER] = ",".join(known) or "none"
+    for signal, (variable, label) in _EXPORTER_VARIABLES.items():
+        known, unknown = validate_exporter_names(environ.get(variable), environ, signal)
+        if unknown:
+            _logger.error(
+                "otel-bridge: unknown %s exporter(s) %s in %s ignored; using %s",
+                label,
+                ", ".join(unknown),
+                variable,
+                ", ".join(known) or "none",
+            )
+            environ[variable] = ",".join(known) or "none"
 
 
 class BridgeDistro(BaseDistro):  # type: ignore[misc]
@@ -76,7 +86,7 @@ class BridgeDistro(BaseDistro):  # type: ignore[misc]
         if sdk_disabled():
             return
         apply_environment_defaults()
-        drop_unknown_trace_exporters(os.environ)
+        drop_unknown_exporters(os.environ)
         from otel_bridge.propagation.setup import install_global_propagator
 
         install_global_propagator(load_config(), os.environ)

@@ -7,6 +7,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import requests
 
 from tests.rig.bugsink import Bugsink
@@ -195,6 +196,22 @@ def test_unknown_exporter_is_reported_once_and_the_rest_keeps_working(
     lines = [line for line in shop.stderr_text().splitlines() if "zipkinn" in line]
     assert len(lines) == 1, shop.stderr_text()
     assert "unknown trace exporter" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "label"), [("OTEL_LOGS_EXPORTER", "logs"), ("OTEL_METRICS_EXPORTER", "metrics")]
+)
+def test_unknown_logs_or_metrics_exporter_leaves_traces_and_errors_working(
+    variable: str, label: str, ingest: RecordingIngest, shop_server: Any
+) -> None:
+    shop = shop_server({"SENTRY_DSN": ingest.dsn, variable: "otlpp"})
+    assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
+    assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
+    _wait(ingest, _transactions_named(ORDER_ROUTE), shop)
+    ingest.wait_for(lambda i: i.events("event"), timeout=20)
+    lines = [line for line in shop.stderr_text().splitlines() if "otlpp" in line]
+    assert len(lines) == 1, shop.stderr_text()
+    assert f"unknown {label} exporter" in lines[0] and variable in lines[0]
 
 
 def test_bad_dsn_is_reported_once_and_the_app_keeps_serving(shop_server: Any) -> None:
