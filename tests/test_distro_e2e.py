@@ -284,4 +284,4 @@ def test_an_unusable_logs_exporter_name_leaves_the_app_serving(shop_server: Any)
     shop.stop()
     lines = [line for line in shop.stderr_text().splitlines() if "nosuchlogs" in line]
     assert len(lines) == 1, shop.stderr_text()
-    assert "otel-bridge: configuration failed" in lines[0]
+    assert "otel-bridge: unknown logs exporter(s) nosuchlogs" in lines[0]
