@@ -79,34 +79,16 @@ def _parse_regex_list(raw: str) -> tuple[str, ...] | None:
     return patterns
 
 
-_SPAN_ERROR_KINDS = ("none", "server", "server_consumer", "all")
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser for a setting that takes one of a few names (case and blanks ignored)."""
 
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise InvalidSetting(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return value
 
-def _parse_span_error_kinds(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _SPAN_ERROR_KINDS:
-        raise InvalidSetting(f"expected one of {', '.join(_SPAN_ERROR_KINDS)}, got {raw!r}")
-    return value
-
-
-_DJANGO_ERROR_ENGINES = ("lean", "sentry")
-
-
-def _parse_django_error_engine(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _DJANGO_ERROR_ENGINES:
-        raise InvalidSetting(f"expected one of {', '.join(_DJANGO_ERROR_ENGINES)}, got {raw!r}")
-    return value
-
-
-_COMPRESSIONS = ("gzip", "none")
-
-
-def _parse_compression(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in _COMPRESSIONS:
-        raise InvalidSetting(f"expected one of {', '.join(_COMPRESSIONS)}, got {raw!r}")
-    return value
+    return parse
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
@@ -209,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Which spans' recorded exceptions become Sentry error events when sentry-sdk did not "
         "capture the same exception itself: `server` (SERVER spans), `server_consumer` (also "
         "CONSUMER spans), `all`, or `none`.",
-        _parse_span_error_kinds,
+        _one_of("none", "server", "server_consumer", "all"),
     ),
     Setting(
         "django_errors", "OTEL_BRIDGE_DJANGO_ERRORS", "lean | sentry", "lean",
@@ -218,7 +200,7 @@ SETTINGS: tuple[Setting, ...] = (
         "scope per request from the OTel server span), with nothing added to requests that "
         "do not fail. `sentry`: sentry-sdk's DjangoIntegration (also SQL-query breadcrumbs), "
         "which wraps every request and query.",
-        _parse_django_error_engine,
+        _one_of("lean", "sentry"),
     ),
     Setting(
         "pending_span_ttl", "OTEL_BRIDGE_PENDING_SPAN_TTL", "seconds", 300.0,
@@ -244,7 +226,7 @@ SETTINGS: tuple[Setting, ...] = (
         "How envelopes are compressed: `gzip` (level 1: a sixth of the bytes for a few "
         "microseconds), or `none` (no compression CPU on the application's machine, about "
         "five times the bytes; for an ingest on the same network).",
-        _parse_compression,
+        _one_of("gzip", "none"),
     ),
     Setting(
         "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,

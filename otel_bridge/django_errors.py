@@ -146,6 +146,7 @@ def _add_request(event: dict[str, Any], request: HttpRequest) -> None:
 
 
 def _add_user(event: dict[str, Any], request: HttpRequest) -> None:
+    # What sentry-sdk's private django._set_user_info does; it is not public API to import.
     user = getattr(request, "user", None)
     if user is None or not getattr(user, "is_authenticated", False):
         return

@@ -100,17 +100,22 @@ def test_exception_on_a_server_span_becomes_one_linked_error(
     assert envelope.headers["trace"]["trace_id"] == error["contexts"]["trace"]["trace_id"]
 
 
-def test_an_exception_sentry_sdk_captured_is_not_reported_again(
-    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
-) -> None:
-    pipeline = pipeline_factory(ingest)
-    with pipeline.tracer.start_as_current_span("GET /pay", kind=SpanKind.SERVER) as span:
+def _captured_and_recorded(pipeline: Pipeline, span_name: str, message: str) -> None:
+    """One exception seen twice: by sentry-sdk, and on a failed SERVER span."""
+    with pipeline.tracer.start_as_current_span(span_name, kind=SpanKind.SERVER) as span:
         try:
-            _fail("card declined")
+            _fail(message)
         except ValueError as exc:
             sentry_sdk.capture_exception(exc)
             span.record_exception(exc)
             span.set_status(trace.Status(trace.StatusCode.ERROR))
+
+
+def test_an_exception_sentry_sdk_captured_is_not_reported_again(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    pipeline = pipeline_factory(ingest)
+    _captured_and_recorded(pipeline, "GET /pay", "card declined")
     ingest.wait_for_items("transaction", 1)
     errors = ingest.events("event")
     assert len(errors) == 1
@@ -122,13 +127,7 @@ def test_an_exception_with_a_secret_in_its_message_is_reported_once(
 ) -> None:
     pipeline = pipeline_factory(ingest)
     secret = "hunter" + "2"  # not as one literal: source lines travel as context_line
-    with pipeline.tracer.start_as_current_span("POST /login", kind=SpanKind.SERVER) as span:
-        try:
-            _fail("login failed password=" + secret)
-        except ValueError as exc:
-            sentry_sdk.capture_exception(exc)
-            span.record_exception(exc)
-            span.set_status(trace.Status(trace.StatusCode.ERROR))
+    _captured_and_recorded(pipeline, "POST /login", "login failed password=" + secret)
     ingest.wait_for_items("transaction", 1)
     errors = ingest.events("event")
     assert len(errors) == 1, errors

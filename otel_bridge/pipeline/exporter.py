@@ -39,7 +39,7 @@ from otel_bridge.context import (
 from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.mapping import (
-    event_fields_from_resource,
+    resource_event_fields,
     transaction_event,
     transaction_name_and_source,
 )
@@ -92,7 +92,6 @@ class SentrySpanExporter(SpanExporter):
         self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
         self._scrubber = _scrubber(self._config)
         self._scrubbed_resource: tuple[Resource, dict[str, Any]] | None = None
-        self._resource_cache: tuple[Resource, dict[str, Any]] | None = None
         self.delivered_transactions = 0
         self.lost_transactions = 0
 
@@ -173,7 +172,9 @@ class SentrySpanExporter(SpanExporter):
         if root.context is None or not root.context.trace_flags.sampled:
             return None
         config = self._config
-        resource_fields = self._resource_fields(root)
+        resource_fields = resource_event_fields(
+            root.resource, release=config.release, environment=config.environment
+        )
         name, source = transaction_name_and_source(root)
         dsc = dsc_for_finished_root(
             root,
@@ -235,16 +236,6 @@ class SentrySpanExporter(SpanExporter):
                 )
             otel_context["resource"] = cached[1]
         return event
-
-    def _resource_fields(self, span: ReadableSpan) -> dict[str, Any]:
-        # Every span of a process shares one Resource object: map it once.
-        cached = self._resource_cache
-        if cached is None or cached[0] is not span.resource:
-            fields = event_fields_from_resource(
-                span.resource, release=self._config.release, environment=self._config.environment
-            )
-            cached = self._resource_cache = (span.resource, fields)
-        return cached[1]
 
     def _report_span_errors(
         self, assembled: AssembledTransaction, dsc: dict[str, str] | None

@@ -622,6 +622,13 @@ def _resource_parts(
     return cached
 
 
+def resource_event_fields(
+    resource: Resource, *, release: str | None, environment: str | None
+) -> dict[str, Any]:
+    """:func:`event_fields_from_resource`, mapped once per resource (do not modify it)."""
+    return _resource_parts(resource, release, environment).fields
+
+
 def base_event(
     span: ReadableSpan, *, release: str | None, environment: str | None
 ) -> dict[str, Any]:
