@@ -20,6 +20,7 @@ Targets are printed as PASS/MISS; nothing here fails on a miss. See docs/benchma
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import json
@@ -141,8 +142,10 @@ def run_django_once(
     )
 
 
-def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
-    variants = list(VARIANT_LABELS)
+def bench_django(
+    report: Report, sink: Sink, mode: Mode, only: Sequence[str] = ()
+) -> dict[str, float]:
+    variants = [v for v in VARIANT_LABELS if not only or v in only]
     idle: dict[str, list[float]] = {v: [] for v in variants}
     burst: dict[str, list[RunResult]] = {v: [] for v in variants}
     for round_index in range(mode.rounds):
@@ -159,7 +162,10 @@ def bench_django(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
     rounds_us = {
         v: [(r.cpu_s - median(idle[v])) / mode.burst * 1e6 for r in burst[v]] for v in variants
     }
-    per_request = {v: median(rounds_us[v]) for v in variants}
+    # A subset of the variants (--variants) leaves the missing ones' figures as nan.
+    per_request: dict[str, float] = collections.defaultdict(
+        lambda: float("nan"), {v: median(rounds_us[v]) for v in variants}
+    )
     delivered = {v: median([r.delivered for r in burst[v]]) for v in variants}
     failures = {v: sum(r.errors + (mode.burst - r.ok) for r in burst[v]) for v in variants}
     bare = per_request["bare"]
@@ -439,14 +445,19 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="otel-bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="smoke mode, < 3 minutes")
+    parser.add_argument("--rounds", type=int, default=None, help="django/micro rounds")
     parser.add_argument("--only", default="django,micro,startup,memory",
                         help="comma-separated sections to run")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default: bench/results/latest.md, quick.md if --quick)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated django variants to run (default: all)")
     parser.add_argument("--memory-requests", type=int, default=None,
                         help="requests for the memory section (default: 3,000 quick, 100,000 full)")
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
+    if args.rounds:
+        mode = dataclasses.replace(mode, rounds=args.rounds, micro_rounds=args.rounds)
     if args.memory_requests:
         mode = dataclasses.replace(mode, memory_requests=args.memory_requests)
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -464,7 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = Sink()
     try:
         if "django" in sections:
-            bench_django(report, sink, mode)
+            only = [v.strip() for v in args.variants.split(",") if v.strip()]
+            bench_django(report, sink, mode, only)
         if "micro" in sections:
             bench_micro(report, mode)
         if "startup" in sections:

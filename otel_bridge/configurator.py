@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.semconv.resource import ResourceAttributes
 
 from otel_bridge.config import load_config
-from otel_bridge.diagnostics import report_config_problems
+from otel_bridge.diagnostics import keep_own_warnings_visible, report_config_problems
 from otel_bridge.distro import sdk_disabled
 from otel_bridge.runtime import Runtime, set_runtime
 
@@ -58,6 +58,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     from otel_bridge.sampling import build_sampler
     from otel_bridge.sentry_client import start_sentry
 
+    keep_own_warnings_visible(_logger)
     config = load_config()
     report_config_problems(config.problems, _logger)
     runtime = Runtime(config)
@@ -79,18 +80,27 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         _get_exporter_names("metrics"),
         _get_exporter_names("logs"),
     )
-    export_processor: Any = BatchSpanProcessor
+    scrubber = None
     if config.scrub_enabled:
-        from otel_bridge.scrub import Scrubber, ScrubbingSpanExporter
+        from otel_bridge.scrub import Scrubber
 
         scrubber = Scrubber.from_config(config)
+        runtime.spans_scrubbed = True
 
-        def export_processor(span_exporter: SpanExporter, *args: Any, **kw: Any) -> SpanProcessor:
+    def export_processor(span_exporter: SpanExporter, *args: Any, **kw: Any) -> SpanProcessor:
+        from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor
+
+        to_sentry = isinstance(span_exporter, SentrySpanExporter)
+        if scrubber is not None:
+            from otel_bridge.scrub import ScrubbingSpanExporter
+
             # Every exporter (OTLP, console, the Sentry pipeline) sees scrubbed copies, made
             # on its batch thread: nothing is added to the request thread.
-            return BatchSpanProcessor(ScrubbingSpanExporter(span_exporter, scrubber))
+            span_exporter = ScrubbingSpanExporter(span_exporter, scrubber)
+        if to_sentry:  # its spans dropped for want of room become client reports
+            return AccountedBatchSpanProcessor(span_exporter)
+        return BatchSpanProcessor(span_exporter)
 
-        runtime.spans_scrubbed = True
     _init_tracing(
         exporters=span_exporters,
         sampler=build_sampler(config),

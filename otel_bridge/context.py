@@ -287,10 +287,12 @@ def sentry_fields_from_spans(
     spans: Sequence[ReadableSpan], *, send_default_pii: bool, tag_keys: Iterable[str] = ()
 ) -> dict[str, Any]:
     """Merged fields of a transaction's spans: pass the local root first; earlier spans win."""
+    from otel_bridge.pipeline.mapping import span_attributes
+
     merged: dict[str, Any] = {}
     for span in spans:
         fields = sentry_fields_from_attributes(
-            span.attributes or {}, send_default_pii=send_default_pii, tag_keys=tag_keys
+            span_attributes(span), send_default_pii=send_default_pii, tag_keys=tag_keys
         )
         for name, value in fields.items():
             if name == "fingerprint":

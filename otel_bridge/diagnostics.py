@@ -23,6 +23,7 @@ __all__ = [
     "TRACES_EXPORTER_GROUP",
     "describe_unknown_exporter",
     "entry_points_by_name",
+    "keep_own_warnings_visible",
     "report_config_problems",
     "resolve_exporter_name",
     "split_names",
@@ -61,6 +62,46 @@ def report_config_problems(problems: Sequence[ConfigProblem], logger: logging.Lo
             default = setting.default_doc or str(setting.default)
             instead = f"; using the default ({default})"
         logger.error("otel-bridge: %s%s", problem, instead)
+
+
+class _LastResortForOwnWarnings(logging.Handler):
+    """Python prints a warning nobody handles to stderr (``logging.lastResort``); the contrib
+    logging instrumentation's handler on the root logger ends that, and without a logs
+    exporter it sends records nowhere: otel-bridge's warnings about a full queue or an
+    unreachable ingest would vanish. This one does what the last resort would have done
+    when the only handlers in reach are OTel's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last_resort = logging.lastResort
+        if last_resort is None or self._handled_elsewhere(record):
+            return
+        if record.levelno >= last_resort.level:
+            last_resort.handle(record)
+
+    def _handled_elsewhere(self, record: logging.LogRecord) -> bool:
+        from otel_bridge.logs.dedupe import is_otel_logging_handler
+
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            for handler in logger.handlers:
+                if handler is self or is_otel_logging_handler(handler):
+                    continue
+                if record.levelno >= handler.level:
+                    return True
+            if not logger.propagate:
+                return False
+            logger = logger.parent
+        return False
+
+
+def keep_own_warnings_visible(logger: logging.Logger) -> None:
+    """Make sure `logger`'s warnings reach stderr when the application configured no logging
+    output (idempotent)."""
+    if not any(isinstance(h, _LastResortForOwnWarnings) for h in logger.handlers):
+        logger.addHandler(_LastResortForOwnWarnings())
 
 
 def split_names(names: str | None) -> list[str]:

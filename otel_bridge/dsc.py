@@ -423,7 +423,9 @@ def dsc_for_finished_root(
     transaction_source: str | None,
 ) -> dict[str, str]:
     """The envelope ``trace`` header of the transaction made from ``root``."""
-    attrs: Mapping[str, Any] = root.attributes or {}
+    from otel_bridge.pipeline.mapping import span_attributes
+
+    attrs: Mapping[str, Any] = span_attributes(root)
     frozen = parse_dsc(attrs.get(ATTR_DSC))
     if frozen is not None:
         return frozen

@@ -38,7 +38,8 @@ _logger = logging.getLogger(__name__)
 # configurator imports this module before it starts sentry-sdk).
 _PLAIN_PUTREQUEST = http.client.HTTPConnection.putrequest
 _DEFAULT_TIMEOUT = 30.0
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, as GzipFile writes
+_GZIP_HEADER = 16  # added to wbits: a gzip header and trailer, as GzipFile writes
+_SMALL_BODY = 64 * 1024
 
 
 def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
@@ -301,17 +302,34 @@ class BridgeTransport(HttpTransport):
 
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
         # sentry-sdk streams the envelope through GzipFile in many small writes; one
-        # serialisation and one zlib call (one GIL release, not several) with the same format and
-        # level cost half as much.
+        # serialisation and one compressor call (one GIL release, not several) give the same
+        # gzip format at the same level.
         if self._compression_algo != "gzip" or not self._compression_level:
             return super()._serialize_envelope(envelope)
-        body = zlib.compress(envelope.serialize(), self._compression_level, wbits=_GZIP_WBITS)
-        return "gzip", io.BytesIO(body)
+        return "gzip", io.BytesIO(gzip_body(envelope.serialize(), self._compression_level))
 
     def kill(self) -> None:
         super().kill()
         if self._connection is not None:
             self._connection.close()
+
+
+def gzip_body(payload: bytes, level: int) -> bytes:
+    """``payload`` gzip-compressed, with a compressor sized to it.
+
+    zlib's default state (a 32 KiB window, memLevel 8) is about 256 KiB, an allocation glibc
+    may serve with a fresh mmap (and page faults) on every call: in a small process that
+    made compressing a 2-20 KiB envelope cost 60 µs instead of 10-27 µs (measured on
+    2026-11-22; in a process whose heap already grew, both cost about 16 µs). A window no
+    larger than the payload finds the same matches; memLevel 4 shrinks the hash table at a
+    cost of about 2% in size. Large payloads keep the defaults, which compress them faster.
+    """
+    if len(payload) >= _SMALL_BODY:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_HEADER + zlib.MAX_WBITS)
+    else:
+        window_bits = min(zlib.MAX_WBITS, max(12, (len(payload) - 1).bit_length()))
+        compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_HEADER + window_bits, 4)
+    return compressor.compress(payload) + compressor.flush()
 
 
 def _ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:

@@ -225,6 +225,7 @@ def test_sentry_scope_receives_the_same_context(ingest, tracer_and_exporter) -> 
     try:
         with sentry_sdk.isolation_scope() as scope:
             scope.set_client(client)
+            scope.clear_breadcrumbs()  # forked: earlier tests' subprocess breadcrumbs are in it
             with tracer.start_as_current_span("job"):
                 context.set_user(id="42", username="ada")
                 context.set_tag("tenant", "north")

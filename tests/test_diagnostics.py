@@ -3,7 +3,9 @@ names the SDK would (not) resolve."""
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from otel_bridge.config import load_config
 from otel_bridge.diagnostics import (
     describe_unknown_exporter,
+    keep_own_warnings_visible,
     report_config_problems,
     resolve_exporter_name,
     validate_exporter_names,
@@ -109,3 +112,60 @@ def test_bad_configuration_at_start_up_is_one_line_each_and_the_app_runs(
     lines = [line for line in run.stderr.splitlines() if line.startswith("otel-bridge:")]
     for needle in ("SENTRY_DSN", "SENTRY_TRACES_SAMPLE_RATE", "zipkin"):
         assert len([line for line in lines if needle in line]) == 1, run.stderr
+
+
+class LoggingHandler(logging.Handler):  # named like OTel's, as the check goes by name
+    records: list[logging.LogRecord]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+LoggingHandler.__module__ = "opentelemetry.instrumentation.logging.handler"
+
+
+@pytest.fixture
+def isolated_logging() -> Iterator[tuple[logging.Logger, logging.Logger, io.StringIO]]:
+    """A logger tree of its own (`root` stands in for the root logger) and a stderr."""
+    root = logging.getLogger("diagtest")
+    own = logging.getLogger("diagtest.otel_bridge")
+    saved = (root.handlers[:], own.handlers[:], logging.lastResort)
+    stderr = io.StringIO()
+    logging.lastResort = logging.StreamHandler(stderr)
+    logging.lastResort.setLevel(logging.WARNING)
+    own.handlers[:] = []
+    root.propagate = False  # the real root logger of the test run is not part of it
+    try:
+        yield root, own, stderr
+    finally:
+        root.handlers[:], own.handlers[:], logging.lastResort = saved
+        root.propagate = True
+
+
+def test_own_warnings_reach_stderr_when_only_otel_handles_logging(
+    isolated_logging: tuple[logging.Logger, logging.Logger, io.StringIO],
+) -> None:
+    root, own, stderr = isolated_logging
+    root.handlers[:] = [LoggingHandler()]  # here: pytest adds its capture handlers late
+    keep_own_warnings_visible(own)
+    keep_own_warnings_visible(own)  # idempotent
+    own.warning("queue full")
+    own.info("not worth a line")
+    assert stderr.getvalue() == "queue full\n"
+    assert [r.getMessage() for r in root.handlers[0].records] == ["queue full"]  # type: ignore[attr-defined]
+
+
+def test_own_warnings_are_not_repeated_when_the_application_logs_somewhere(
+    isolated_logging: tuple[logging.Logger, logging.Logger, io.StringIO],
+) -> None:
+    root, own, stderr = isolated_logging
+    appl_output = io.StringIO()
+    root.handlers[:] = [LoggingHandler(), logging.StreamHandler(appl_output)]
+    keep_own_warnings_visible(own)
+    own.warning("queue full")
+    assert stderr.getvalue() == ""
+    assert appl_output.getvalue() == "queue full\n"

@@ -250,6 +250,39 @@ def test_normal_exit_flushes_through_atexit(ingest: RecordingIngest) -> None:
     assert all(len(e["spans"]) == 1 for e in ingest.events("transaction"))
 
 
+BURST_SCRIPT = """
+from opentelemetry import trace
+tracer = trace.get_tracer("failures")
+for index in range(150):
+    tracer.start_span(f"burst {index}").end()
+print("done")
+"""
+
+
+def test_spans_the_batch_queue_cannot_hold_are_counted_as_client_reports(
+    ingest: RecordingIngest,
+) -> None:
+    # A slow ingest and tiny queues: the exporter waits for the transport, the batch queue
+    # fills within the burst, and every transaction must be delivered or reported lost.
+    ingest.respond_with(200, delay=0.05)
+    result = run_instrumented(
+        ["python", "-c", BURST_SCRIPT],
+        {"SENTRY_DSN": ingest.dsn, "OTEL_SERVICE_NAME": "failures",
+         "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "10",
+         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    # one warning for the whole burst, instead of the SDK's line per dropped span
+    assert result.stderr.count("the span queue is full") == 1, result.stderr
+    assert "Queue full" not in result.stderr, result.stderr
+
+    delivered = len(ingest.events("transaction"))
+    lost = discarded(ingest, "transaction")
+    assert lost.get("queue_overflow", 0) > 0, (lost, ingest.dump()[-3000:])
+    assert delivered + sum(lost.values()) == 150, (delivered, lost)
+
+
 # -- pre-fork servers --------------------------------------------------------------------
 
 

@@ -3,6 +3,8 @@ connection) against the recording ingest, over HTTP and HTTPS, on 127.0.0.1."""
 
 from __future__ import annotations
 
+import gzip
+import os
 import shutil
 import ssl
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 import sentry_sdk
 from sentry_sdk.envelope import Envelope
 
-from otel_bridge.transport import BridgeTransport
+from otel_bridge.transport import BridgeTransport, gzip_body
 from tests.rig.ingest import RecordingIngest
 
 
@@ -112,6 +114,31 @@ def test_an_unreachable_ingest_fails_a_batch_once_and_every_loss_is_reported(
         for entry in report["discarded_events"]
     ]
     assert {"reason": "network_error", "category": "transaction", "quantity": 5} in discarded
+
+
+@pytest.mark.parametrize("size", [0, 1, 4_000, 70_000, 400_000])
+def test_gzip_body_is_standard_gzip_at_any_size(size: int) -> None:
+    payload = (os.urandom(size // 4).hex() * 2)[:size].encode()
+    body = gzip_body(payload, 1)
+    assert gzip.decompress(body) == payload
+    assert body[:2] == b"\x1f\x8b"
+
+
+def test_large_envelopes_arrive_whole(ingest: RecordingIngest, client_factory: Any) -> None:
+    transport = _transport(client_factory(ingest.dsn))
+    envelope = _envelope("large")
+    event = envelope.items[0].payload.json
+    assert event is not None
+    event["spans"] = [
+        {"span_id": f"{n:016x}", "trace_id": "a" * 32, "op": "db",
+         "description": f"SELECT {n} FROM t", "start_timestamp": 1.0, "timestamp": 1.5}
+        for n in range(2_000)
+    ]
+    transport.capture_envelope(envelope)
+    transport.flush(timeout=10)
+    [received] = ingest.events("transaction")
+    assert len(received["spans"]) == 2_000
+    assert received["spans"][1999]["description"] == "SELECT 1999 FROM t"
 
 
 def test_compression_none_sends_plain_envelopes(

@@ -146,7 +146,7 @@ class BridgedRecordFilter(logging.Filter):
             return True
 
 
-def _is_otel_logging_handler(handler: logging.Handler) -> bool:
+def is_otel_logging_handler(handler: logging.Handler) -> bool:
     # By name, so this module does not import the experimental OTel logs SDK: the contrib
     # handler (opentelemetry.instrumentation.logging.handler) and the SDK's deprecated one.
     cls = type(handler)
@@ -160,7 +160,7 @@ def install_handler_filters(root: logging.Logger | None = None) -> int:
     its handler) and for :class:`StructlogInstrumentor`."""
     count = 0
     for handler in (root or logging.getLogger()).handlers:
-        if not _is_otel_logging_handler(handler):
+        if not is_otel_logging_handler(handler):
             continue
         if not any(isinstance(f, BridgedRecordFilter) for f in handler.filters):
             handler.addFilter(BridgedRecordFilter())

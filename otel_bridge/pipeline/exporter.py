@@ -40,6 +40,7 @@ from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.mapping import (
     resource_event_fields,
+    span_attributes,
     transaction_event,
     transaction_name_and_source,
 )
@@ -301,9 +302,9 @@ class SentrySpanExporter(SpanExporter):
     def _is_ingest_request(self, span: ReadableSpan) -> bool:
         """Spans of our own requests to the ingest (belt and braces: the transport already
         suppresses instrumentation while it sends)."""
-        if self._ingest is None or span.kind is not SpanKind.CLIENT or not span.attributes:
+        if self._ingest is None or span.kind is not SpanKind.CLIENT:
             return False
-        attributes = span.attributes
+        attributes = span_attributes(span)
         host = attributes.get("server.address", attributes.get("net.peer.name"))
         port = attributes.get("server.port", attributes.get("net.peer.port"))
         if host is None:

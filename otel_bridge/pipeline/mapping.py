@@ -99,11 +99,17 @@ _REQUEST_HEADER_PREFIX = "http.request.header."
 # -- small helpers -------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)
-def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
-    # A finished span's attributes never change, and each mapping function reads several:
-    # one plain dict per span instead of a lookup through the SDK's locked mapping each time.
+@functools.lru_cache(maxsize=256)  # a transaction's spans are mapped together
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A finished span's attributes as a plain dict, made once per span.
+
+    They never change once the span ended, and the exporter reads them many times; the
+    SDK's mapping answers each read (and each miss, with a KeyError raised and caught)
+    through Python-level methods."""
     return dict(span.attributes or {})
+
+
+_attrs = span_attributes
 
 
 def _first_str(attrs: Mapping[str, Any], *keys: str) -> str | None:
