@@ -294,6 +294,8 @@ class SentrySpanExporter(SpanExporter):
     def _warn_no_transport(self) -> None:
         if not self._warned_no_transport:
             self._warned_no_transport = True
+            if any(problem.env == "SENTRY_DSN" for problem in self._config.problems):
+                return  # the configuration already said, once, that the DSN is unusable
             _logger.error(
                 "otel-bridge: the `sentry` trace exporter is active but sentry-sdk is not "
                 "started (is SENTRY_DSN set and valid?); transactions are dropped"
