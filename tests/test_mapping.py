@@ -783,3 +783,16 @@ def test_django_raw_uri_gives_the_path(django_results: tuple[str | None, dict[st
 
 if __name__ == "__main__":
     _django_probe()
+
+
+def test_a_live_span_is_named_from_its_current_attributes() -> None:
+    # The DSC (at inject time) and Django error capture name a request while its span is
+    # still open; what they read then must not be remembered for later reads.
+    tracer = TracerProvider().get_tracer("mapping")
+    span = tracer.start_span("GET", kind=trace.SpanKind.SERVER,
+                             attributes={"http.request.method": "GET", "url.path": "/orders/7/"})
+    assert isinstance(span, ReadableSpan)
+    assert transaction_name_and_source(span) == ("GET /orders/7/", "url")
+    span.set_attribute("http.route", "orders/<int:id>/")
+    assert transaction_name_and_source(span) == ("GET orders/<int:id>/", "route")
+    span.end()

@@ -99,13 +99,20 @@ _REQUEST_HEADER_PREFIX = "http.request.header."
 # -- small helpers -------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)  # a transaction's spans are mapped together
 def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """A finished span's attributes as a plain dict, made once per span.
+    """A span's attributes as a plain dict; made once per span once it has ended.
 
-    They never change once the span ended, and the exporter reads them many times; the
+    A finished span's attributes never change, and the exporter reads them many times; the
     SDK's mapping answers each read (and each miss, with a KeyError raised and caught)
-    through Python-level methods."""
+    through Python-level methods. A live span (named early for the DSC or an error event)
+    is read as it is now, and not remembered."""
+    if span.end_time is None:
+        return dict(span.attributes or {})
+    return _finished_span_attributes(span)
+
+
+@functools.lru_cache(maxsize=256)  # a transaction's spans are mapped together
+def _finished_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     return dict(span.attributes or {})
 
 
