@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,7 @@ _logger = logging.getLogger(__name__)
 _PLAIN_PUTREQUEST = http.client.HTTPConnection.putrequest
 _DEFAULT_TIMEOUT = 30.0
 _GZIP_HEADER = 16  # added to wbits: a gzip header and trailer, as GzipFile writes
-_SMALL_BODY = 64 * 1024
+_ONE_CALL_GZIP = sys.version_info >= (3, 11)
 
 
 def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
@@ -315,20 +316,19 @@ class BridgeTransport(HttpTransport):
 
 
 def gzip_body(payload: bytes, level: int) -> bytes:
-    """``payload`` gzip-compressed, with a compressor sized to it.
+    """``payload`` gzip-compressed in one zlib call, with a window no larger than it.
 
-    zlib's default state (a 32 KiB window, memLevel 8) is about 256 KiB, an allocation glibc
-    may serve with a fresh mmap (and page faults) on every call: in a small process that
-    made compressing a 2-20 KiB envelope cost 60 µs instead of 10-27 µs (measured on
-    2026-11-22; in a process whose heap already grew, both cost about 16 µs). A window no
-    larger than the payload finds the same matches; memLevel 4 shrinks the hash table at a
-    cost of about 2% in size. Large payloads keep the defaults, which compress them faster.
+    CPython releases the GIL around each call into zlib. On the transport's worker, under a
+    busy application, every release is a hand-over to a request thread and a wait to win
+    the GIL back, which costs more CPU than compressing a transaction: one call
+    (``zlib.compress``, which takes ``wbits`` from Python 3.11 on) rather than two
+    (``compress`` and ``flush`` of a compressor object). A window no larger than the payload
+    finds the same matches with a smaller state to allocate and clear.
     """
-    if len(payload) >= _SMALL_BODY:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_HEADER + zlib.MAX_WBITS)
-    else:
-        window_bits = min(zlib.MAX_WBITS, max(12, (len(payload) - 1).bit_length()))
-        compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_HEADER + window_bits, 4)
+    window_bits = min(zlib.MAX_WBITS, max(9, (len(payload) - 1).bit_length()))
+    if _ONE_CALL_GZIP:
+        return zlib.compress(payload, level, _GZIP_HEADER + window_bits)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_HEADER + window_bits)
     return compressor.compress(payload) + compressor.flush()
 
 

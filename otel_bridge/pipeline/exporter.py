@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +37,7 @@ from otel_bridge.context import (
 )
 from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
+from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
     resource_event_fields,
     span_attributes,
@@ -270,7 +270,7 @@ class SentrySpanExporter(SpanExporter):
                     event.setdefault("contexts", {}).setdefault("trace", {})[
                         "dynamic_sampling_context"
                     ] = dsc
-                event.setdefault("event_id", uuid.uuid4().hex)
+                event.setdefault("event_id", new_event_id())
                 # Through the client, so before_send (scrubbing, fingerprint rules), error
                 # sampling and the DSC-to-envelope-header move apply as to any error event.
                 client.capture_event(event)

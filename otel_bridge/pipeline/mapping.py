@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from opentelemetry.util.types import Attributes
 
 from otel_bridge import __version__ as _bridge_version
 from otel_bridge.dsc import INTERNAL_ATTRIBUTES
+from otel_bridge.pipeline.ids import new_event_id
 
 ORIGIN = "auto.otel"
 DEFAULT_OP = "default"
@@ -648,7 +648,7 @@ def base_event(
     """Fields shared by transaction and error events built from one span."""
     parts = _resource_parts(span.resource, release, environment)
     event: dict[str, Any] = {
-        "event_id": uuid.uuid4().hex,
+        "event_id": new_event_id(),
         "platform": "python",
         **parts.fields,
         "sdk": sdk_info(),
