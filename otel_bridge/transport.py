@@ -24,6 +24,7 @@ import ssl
 import struct
 import sys
 import threading
+import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from email.message import Message
@@ -124,6 +125,7 @@ class KeptAliveConnection:
         self._ssl_context = ssl_context
         self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
+        _reset_in_forked_children(self)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._scheme == "https":
@@ -163,6 +165,27 @@ class KeptAliveConnection:
         if connection is not None:
             with contextlib.suppress(OSError):
                 connection.close()
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's connection and lock: a forked child (a pre-fork server's
+        worker, Celery's prefork pool, multiprocessing) inherits the parent's socket, and
+        writing to it would mix both processes' requests on one TCP connection and hand each
+        the other's responses; a lock the parent's worker held at the fork would never be
+        released. Closing the child's copy of the socket leaves the parent's connection
+        open."""
+        self._lock = threading.Lock()
+        self.close()
+
+
+def _reset_in_forked_children(connection: KeptAliveConnection) -> None:
+    reference = weakref.ref(connection)
+
+    def after_fork_in_child() -> None:
+        alive = reference()
+        if alive is not None:
+            alive.after_fork_in_child()
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 class BridgeTransport(HttpTransport):

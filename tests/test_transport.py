@@ -222,3 +222,35 @@ def test_unusable_tls_settings_fall_back_to_sentry_sdks_pool_with_a_warning(
         )
     assert transport._connection is None  # sentry-sdk's urllib3 pool sends (and complains)
     assert "TLS settings for the ingest failed" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_sends_on_its_own_connection(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    # Pre-fork servers and Celery's prefork pool fork after the parent may already have sent
+    # something: the child must not write into the parent's kept-alive connection.
+    transport = _transport(client_factory(ingest.dsn))
+    transport.capture_envelope(_envelope("parent before the fork"))
+    transport.flush(timeout=10)
+    assert ingest.connections_accepted == 1
+
+    pid = os.fork()
+    if pid == 0:  # the child: only this thread exists here
+        delivered = False
+        try:
+            transport.capture_envelope(_envelope("child"))
+            transport.flush(timeout=10)
+            delivered = True
+        finally:
+            os._exit(0 if delivered else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    transport.capture_envelope(_envelope("parent after the fork"))
+    transport.flush(timeout=10)
+
+    names = [event["transaction"] for event in ingest.events("transaction")]
+    assert sorted(names) == ["child", "parent after the fork", "parent before the fork"]
+    assert ingest.connections_accepted == 2  # the parent's, kept alive, and the child's own
+    assert not ingest.events("client_report")
