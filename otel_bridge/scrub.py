@@ -106,6 +106,16 @@ def _remembering(scrub: Callable[[str], str]) -> Callable[[str], str]:
     return remembering
 
 
+def _replace_credentials(match: re.Match[str]) -> str:
+    token = match.group(2)
+    # An ordinary word after "basic", "bearer" or "digest" ("the digest template is
+    # missing", "basic understanding") is prose, not a credential: tokens and base64 have
+    # digits, symbols or capitals inside.
+    if token.isalpha() and token[1:].islower():
+        return match.group(0)
+    return f"{match.group(1)} {FILTERED}"
+
+
 class Scrubber:
     """Removes secrets (always) and personal data (unless ``send_default_pii``).
 
@@ -262,7 +272,7 @@ class Scrubber:
 
     _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
     _BEARER_HINT = re.compile(r"bearer|basic|digest", re.IGNORECASE)
-    _BEARER = re.compile(r"\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE)
+    _BEARER = re.compile(r"\b(bearer|basic|digest)\s+([A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE)
 
     def _scrub_text(self, text: str) -> str:
         """For messages: URLs, ``key=value``/``key: value`` with a sensitive key, bearer tokens."""
@@ -272,7 +282,7 @@ class Scrubber:
             return text  # the common case (a span name, a plain message) costs one scan
         text = self._URL_IN_TEXT.sub(lambda m: self.scrub_url(m.group(0)), text)
         text = self._kv_re.sub(self._replace_kv, text)
-        return self._BEARER.sub(lambda m: f"{m.group(1)} {FILTERED}", text)
+        return self._BEARER.sub(_replace_credentials, text)
 
     @staticmethod
     def _replace_kv(match: re.Match[str]) -> str:

@@ -144,16 +144,33 @@ def test_scrub_sql_replaces_literals(scrubber: Scrubber, sql: str, expected: str
         f"GET https://u:{CANARY}@host/p?token={CANARY} failed",
         f"csrftoken={CANARY}; sessionid={CANARY}",
         f"X-Api-Key: {CANARY}",
+        "Authorization: Basic dXNlcjpwYXNz",
+        "retrying with basic dXNlcjpwYXNz after 401",
+        "digest 8f14e45fceea167a5a36dedd4bea2543 rejected",
     ],
 )
 def test_scrub_text_masks_secrets(scrubber: Scrubber, text: str) -> None:
     result = scrubber.scrub_text(text)
     assert CANARY not in result
+    assert "dXNlcjpwYXNz" not in result and "8f14e45f" not in result
     assert FILTERED in result
 
 
 def test_scrub_text_leaves_ordinary_text(scrubber: Scrubber) -> None:
     text = "Order 42 shipped to warehouse=north; see https://example.com/o/42?page=2"
+    assert scrubber.scrub_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the digest template is missing",
+        "Weekly digest newsletter bounced",
+        "a basic understanding of Bearer semantics",
+    ],
+)
+def test_scrub_text_leaves_words_after_auth_scheme_names(scrubber: Scrubber, text: str) -> None:
+    # "digest", "basic" and "bearer" are also English words: only a token is a credential.
     assert scrubber.scrub_text(text) == text
 
 
