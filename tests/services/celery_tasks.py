@@ -17,7 +17,11 @@ from otel_bridge.crons import monitor
 QUEUE_DIR = os.environ["CELERY_QUEUE_DIR"]
 
 app = Celery("celery_tasks", broker="filesystem://")
-app.conf.broker_transport_options = {"data_folder_in": QUEUE_DIR, "data_folder_out": QUEUE_DIR}
+app.conf.broker_transport_options = {
+    "data_folder_in": QUEUE_DIR,
+    "data_folder_out": QUEUE_DIR,
+    "control_folder": os.path.join(QUEUE_DIR, "control"),  # else ./control in the cwd
+}
 app.conf.task_ignore_result = True
 
 DIGEST_SCHEDULE = "0 8 * * 1-5"
