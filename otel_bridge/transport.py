@@ -24,7 +24,6 @@ import ssl
 import struct
 import sys
 import threading
-import weakref
 import zlib
 from collections.abc import Mapping, Sequence
 from email.message import Message
@@ -34,6 +33,8 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import capture_internal_exceptions
+
+from otel_bridge.forks import reset_in_forked_children
 
 _logger = logging.getLogger(__name__)
 # Taken when this module is imported, before sentry-sdk's StdlibIntegration wraps it (the
@@ -125,7 +126,7 @@ class KeptAliveConnection:
         self._ssl_context = ssl_context
         self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
-        _reset_in_forked_children(self)
+        reset_in_forked_children(self.after_fork_in_child)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._scheme == "https":
@@ -175,17 +176,6 @@ class KeptAliveConnection:
         open."""
         self._lock = threading.Lock()
         self.close()
-
-
-def _reset_in_forked_children(connection: KeptAliveConnection) -> None:
-    reference = weakref.ref(connection)
-
-    def after_fork_in_child() -> None:
-        alive = reference()
-        if alive is not None:
-            alive.after_fork_in_child()
-
-    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 class BridgeTransport(HttpTransport):

@@ -17,6 +17,7 @@ import pytest
 import sentry_sdk
 from sentry_sdk.envelope import Envelope
 
+from otel_bridge import transport as transport_module
 from otel_bridge.transport import BridgeTransport, gzip_body
 from tests.rig.ingest import RecordingIngest
 
@@ -117,7 +118,12 @@ def test_an_unreachable_ingest_fails_a_batch_once_and_every_loss_is_reported(
 
 
 @pytest.mark.parametrize("size", [0, 1, 4_000, 70_000, 400_000])
-def test_gzip_body_is_standard_gzip_at_any_size(size: int) -> None:
+@pytest.mark.parametrize("one_call", [True, False], ids=["zlib.compress", "compressobj"])
+def test_gzip_body_is_standard_gzip_at_any_size(
+    size: int, one_call: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # compressobj is the path of Python 3.10, whose zlib.compress takes no wbits.
+    monkeypatch.setattr(transport_module, "_ONE_CALL_GZIP", one_call)
     payload = (os.urandom(size // 4).hex() * 2)[:size].encode()
     body = gzip_body(payload, 1)
     assert gzip.decompress(body) == payload

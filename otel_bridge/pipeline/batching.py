@@ -21,6 +21,7 @@ from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from otel_bridge.forks import reset_in_forked_children
 from otel_bridge.pipeline.assembly import is_local_root
 
 _logger = logging.getLogger(__name__)
@@ -80,8 +81,7 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         self._on_drop = on_drop
         super().__init__(_Dequeued(exporter, self))
         # The SDK empties its queue in a forked child (gunicorn's workers): so does the count.
-        weak_reset = weakref.WeakMethod(self._reset_after_fork)
-        os.register_at_fork(after_in_child=lambda: (reset := weak_reset()) and reset())
+        reset_in_forked_children(self._reset_after_fork)
 
     def _reset_after_fork(self) -> None:
         self._count_lock = threading.Lock()
