@@ -12,6 +12,7 @@ text, and opentelemetry-sdk has no scrubbing at all.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -24,6 +25,8 @@ from opentelemetry.trace import Status
 
 if TYPE_CHECKING:
     from otel_bridge.config import BridgeConfig
+
+_logger = logging.getLogger(__name__)
 
 FILTERED = "[Filtered]"
 
@@ -243,7 +246,7 @@ class Scrubber:
         try:
             parts = urlsplit(url)
         except ValueError:
-            return self.scrub_text(url)
+            return self._scrub_unparsable_url(url)
         netloc = parts.netloc
         if "@" in netloc:
             userinfo, _, host = netloc.rpartition("@")
@@ -252,6 +255,23 @@ class Scrubber:
         return urlunsplit(
             (parts.scheme, netloc, parts.path, self.scrub_query(parts.query), fragment)
         )
+
+    # A scheme, then the authority up to its last "@" (a password may hold an unencoded "@").
+    _URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#]*)@")
+
+    def _scrub_unparsable_url(self, url: str) -> str:
+        """A URL urlsplit refuses (say ``amqp://[Filtered]:[Filtered]@host``, this scrubber's
+        own output, whose brackets read as an IPv6 host): credentials before the "@" and
+        sensitive ``key=value`` pairs are filtered by pattern. Not through scrub_text, which
+        finds this same URL in the text and would come back here without end."""
+
+        def userinfo(match: re.Match[str]) -> str:
+            credentials = f"{FILTERED}:{FILTERED}" if ":" in match["userinfo"] else FILTERED
+            return f"{match['scheme']}{credentials}@"
+
+        url = self._URL_USERINFO.sub(userinfo, url, count=1)
+        url = self._kv_re.sub(self._replace_kv, url)
+        return self._BEARER.sub(_replace_credentials, url)
 
     # -- SQL --------------------------------------------------------------------------------
 
@@ -540,22 +560,43 @@ class SentryScrubHooks:
     def __init__(self, scrubber: Scrubber, then: Mapping[str, Hook] | None = None) -> None:
         self._scrubber = scrubber
         self._then = dict(then or {})
+        self._warned_failure = False
 
-    def _chain(self, name: str, value: dict[str, Any], hint: dict[str, Any]) -> Any:
+    def _chain(
+        self,
+        name: str,
+        scrub: Callable[[dict[str, Any]], dict[str, Any]],
+        value: dict[str, Any],
+        hint: dict[str, Any],
+    ) -> Any:
+        try:
+            scrubbed = scrub(value)
+        except Exception:
+            # sentry-sdk logs a failing hook only with debug on, so every error event would
+            # vanish without a word: say it once.
+            if not self._warned_failure:
+                self._warned_failure = True
+                _logger.exception(
+                    "otel-bridge: scrubbing failed in %s; the item is dropped (further "
+                    "failures are not logged)", name,
+                )
+            if name == "before_breadcrumb":
+                return None  # sentry-sdk would keep the unscrubbed breadcrumb
+            raise  # sentry-sdk drops the event or log, counted as `callback_error`
         follow = self._then.get(name)
-        return follow(value, hint) if follow is not None else value
+        return follow(scrubbed, hint) if follow is not None else scrubbed
 
     def before_send(self, event: dict[str, Any], hint: dict[str, Any]) -> Any:
-        return self._chain("before_send", self._scrubber.scrub_event(event), hint)
+        return self._chain("before_send", self._scrubber.scrub_event, event, hint)
 
     def before_send_transaction(self, event: dict[str, Any], hint: dict[str, Any]) -> Any:
-        return self._chain("before_send_transaction", self._scrubber.scrub_event(event), hint)
+        return self._chain("before_send_transaction", self._scrubber.scrub_event, event, hint)
 
     def before_breadcrumb(self, crumb: dict[str, Any], hint: dict[str, Any]) -> Any:
-        return self._chain("before_breadcrumb", self._scrubber.scrub_breadcrumb(crumb), hint)
+        return self._chain("before_breadcrumb", self._scrubber.scrub_breadcrumb, crumb, hint)
 
     def before_send_log(self, log: dict[str, Any], hint: dict[str, Any]) -> Any:
-        return self._chain("before_send_log", self._scrubber.scrub_log(log), hint)
+        return self._chain("before_send_log", self._scrubber.scrub_log, log, hint)
 
     def init_kwargs(self) -> dict[str, Any]:
         return {

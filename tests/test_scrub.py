@@ -180,6 +180,31 @@ def test_scrub_text_is_idempotent(scrubber: Scrubber) -> None:
     assert "[Filtered]]" not in once
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # the scrubber's own output: urlsplit reads "[Filtered]" as an IPv6 host and refuses it
+        (f"amqp://{FILTERED}:{FILTERED}@broker//", f"amqp://{FILTERED}:{FILTERED}@broker//"),
+        (f"amqp://{FILTERED}@broker//", f"amqp://{FILTERED}@broker//"),
+        (f"redis://user:{CANARY}@[not-an-ip]:6379/0", f"redis://{FILTERED}:{FILTERED}@[not-an-ip]:6379/0"),
+        (f"http://[bad/x?token={CANARY}&page=2", f"http://[bad/x?token={FILTERED}&page=2"),
+    ],
+)
+def test_urls_urlsplit_refuses_are_scrubbed_by_pattern(
+    scrubber: Scrubber, url: str, expected: str
+) -> None:
+    # These used to recurse without end (scrub_url -> scrub_text finds the URL again -> ...):
+    # the RecursionError dropped the error event it was in.
+    assert scrubber.scrub_url(url) == expected
+    assert scrubber.scrub_text(f"Connected to {url} (worker 1)") == f"Connected to {expected} (worker 1)"
+
+
+def test_a_scrubbed_url_with_credentials_scrubs_to_itself(scrubber: Scrubber) -> None:
+    once = scrubber.scrub_text(f"broker at amqp://digest:{CANARY}@127.0.0.1:5672//")
+    assert once == f"broker at amqp://{FILTERED}:{FILTERED}@127.0.0.1:5672//"
+    assert scrubber.scrub_text(once) == once
+
+
 # -- OTel attributes ------------------------------------------------------------------------
 
 
@@ -463,6 +488,34 @@ def test_hooks_chain_to_the_next_callback() -> None:
     assert kept == {"extra": {"password": FILTERED}}
     assert seen[0] is kept  # the next callback sees the scrubbed event
     assert hooks.before_send({"tags": {"drop": "1"}}, {}) is None
+
+
+def test_a_hook_whose_scrubbing_fails_drops_the_item_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Scrubber):
+        def scrub_event(self, event: dict) -> dict:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        def scrub_breadcrumb(self, crumb: dict) -> dict:
+            raise RecursionError("maximum recursion depth exceeded")
+
+    hooks = SentryScrubHooks(Broken())
+    with caplog.at_level("ERROR", logger="otel_bridge.scrub"):
+        # sentry-sdk drops an event whose before_send raises (client report callback_error)
+        for _ in range(2):
+            with pytest.raises(RecursionError):
+                hooks.before_send({"message": CANARY}, {})
+        # but keeps a breadcrumb as it was when before_breadcrumb raises: it is dropped here
+        assert hooks.before_breadcrumb({"message": f"token={CANARY}"}, {}) is None
+    failures = [r for r in caplog.records if "scrubbing failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert "before_send" in failures[0].getMessage()
+    assert failures[0].exc_info is not None
+    # the hooks whose scrubbing works go on as before
+    assert hooks.before_send_log({"body": f"token={CANARY}", "attributes": {}}, {}) == {
+        "body": f"token={FILTERED}", "attributes": {}
+    }
 
 
 def test_a_span_with_nothing_to_scrub_is_passed_on_as_is_and_others_are_copied() -> None:
