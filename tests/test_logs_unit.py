@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from queue import Queue
 from typing import Any
 
 import pytest
@@ -371,6 +373,36 @@ def test_otel_handler_gets_no_second_copy_of_structlog_records(otel_logs) -> Non
     records = [data.log_record for data in exporter.get_finished_logs()]
     assert [r.body for r in records] == ["shipped", "plain line"]
     assert (records[0].attributes or {})["order_id"] == 1
+
+
+def test_otel_handler_behind_a_queue_gets_no_second_copy_either(otel_logs) -> None:
+    # The OTel handler runs on the QueueListener's thread, where the claim the structlog call
+    # left in its own thread's context is not visible: the QueueHandler marks the record.
+    provider, exporter = otel_logs
+    otel_handler = LoggingHandler(logger_provider=provider)
+    queue: Queue[logging.LogRecord] = Queue()
+    queue_handler = logging.handlers.QueueHandler(queue)
+    listener = logging.handlers.QueueListener(queue, otel_handler)
+    queue_handler.listener = listener  # type: ignore[attr-defined]  # as dictConfig does (3.12)
+    root = logging.getLogger()
+    root.addHandler(queue_handler)
+    listener.start()
+    try:
+        assert install_handler_filters() == 1
+        log = bound(stdlib_logger("app.queued"), OTelLogEmitter(logger_provider=provider))
+        log.info("shipped", order_id=1)
+        stdlib_logger("app.queued").info("plain %s", "line")
+        log.warning("late", order_id=2)
+    finally:
+        listener.stop()  # handles what is queued first
+        remove_handler_filters()
+        root.removeHandler(queue_handler)
+    assert not queue_handler.filters and not otel_handler.filters
+    # the queued plain line arrives after the structlog lines, emitted on the calling thread
+    records = {data.log_record.body: data.log_record for data in exporter.get_finished_logs()}
+    assert len(exporter.get_finished_logs()) == 3
+    assert sorted(records) == ["late", "plain line", "shipped"]
+    assert (records["late"].attributes or {})["order_id"] == 2
 
 
 # -- zero-code instrumentation ---------------------------------------------------------------------

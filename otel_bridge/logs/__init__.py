@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from otel_bridge.logs.context import add_trace_context
 from otel_bridge.logs.dedupe import (
     BridgedRecordFilter,
+    QueueClaimStamp,
     drop_bridged_breadcrumb,
     drop_bridged_event,
     drop_bridged_log,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BridgedRecordFilter",
     "OTelLogEmitter",
+    "QueueClaimStamp",
     "SentryBridge",
     "add_trace_context",
     "bridge_processors",

@@ -20,6 +20,7 @@ deduplication across handlers) can tell a structlog record from a plain one.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -135,15 +136,37 @@ def drop_bridged_log(log: Any, hint: Mapping[str, Any] | None) -> Any:
     return log
 
 
+# Set on a record by QueueClaimStamp, on the thread that logged: the claim itself stays
+# behind in that thread's context when the record is handled on a QueueListener's thread.
+CLAIMED_ATTRIBUTE = "otel_bridge_claimed"
+
+
 class BridgedRecordFilter(logging.Filter):
     """A filter for OTel's ``LoggingHandler``: skips records the OTel log emitter processor
     already emitted with their structured attributes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
+            if OTEL_RECORD in getattr(record, CLAIMED_ATTRIBUTE, ()):
+                return False
             return not _record_claimed(OTEL_RECORD, record)
         except Exception:
             return True
+
+
+class QueueClaimStamp(logging.Filter):
+    """A filter for a ``QueueHandler``: never drops a record, but marks one the OTel log
+    emitter already emitted, so :class:`BridgedRecordFilter` on an OTel ``LoggingHandler``
+    behind the queue (on the listener's thread, where the claim is not visible) skips it.
+    The mark is an attribute of the record, which QueueHandler's copy keeps."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if _record_claimed(OTEL_RECORD, record):
+                setattr(record, CLAIMED_ATTRIBUTE, frozenset((OTEL_RECORD,)))
+        except Exception:
+            pass
+        return True
 
 
 def is_otel_logging_handler(handler: logging.Handler) -> bool:
@@ -153,23 +176,42 @@ def is_otel_logging_handler(handler: logging.Handler) -> bool:
     return cls.__name__ == "LoggingHandler" and cls.__module__.startswith("opentelemetry.")
 
 
+def _add_once(handler: logging.Handler, kind: type[logging.Filter]) -> None:
+    if not any(isinstance(f, kind) for f in handler.filters):
+        handler.addFilter(kind())
+
+
+def _queued_handlers(queue_handler: logging.Handler) -> list[logging.Handler]:
+    # dictConfig (Python >= 3.12) links a QueueHandler to the listener it starts.
+    listener = getattr(queue_handler, "listener", None)
+    return list(getattr(listener, "handlers", ()) or ())
+
+
 def install_handler_filters(root: logging.Logger | None = None) -> int:
-    """Add :class:`BridgedRecordFilter` to every OTel ``LoggingHandler`` on the root logger;
-    idempotent. Returns how many handlers carry it. Meant for the
-    ``opentelemetry_post_instrument`` entry point (after the logging instrumentation added
-    its handler) and for :class:`StructlogInstrumentor`."""
+    """Add :class:`BridgedRecordFilter` to every OTel ``LoggingHandler`` on the root logger,
+    and :class:`QueueClaimStamp` to every ``QueueHandler`` there (plus BridgedRecordFilter
+    to the OTel handlers of the listener dictConfig gave it); idempotent. Returns how many
+    OTel handlers carry the filter. Meant for the ``opentelemetry_post_instrument`` entry
+    point (after the logging instrumentation added its handler) and for
+    :class:`StructlogInstrumentor`."""
     count = 0
     for handler in (root or logging.getLogger()).handlers:
-        if not is_otel_logging_handler(handler):
-            continue
-        if not any(isinstance(f, BridgedRecordFilter) for f in handler.filters):
-            handler.addFilter(BridgedRecordFilter())
-        count += 1
+        candidates = [handler]
+        if isinstance(handler, logging.handlers.QueueHandler):
+            _add_once(handler, QueueClaimStamp)
+            candidates = _queued_handlers(handler)
+        for candidate in candidates:
+            if is_otel_logging_handler(candidate):
+                _add_once(candidate, BridgedRecordFilter)
+                count += 1
     return count
 
 
 def remove_handler_filters(root: logging.Logger | None = None) -> None:
     """Undo :func:`install_handler_filters`."""
     for handler in (root or logging.getLogger()).handlers:
-        for existing in [f for f in handler.filters if isinstance(f, BridgedRecordFilter)]:
-            handler.removeFilter(existing)
+        for candidate in [handler, *_queued_handlers(handler)]:
+            for existing in [
+                f for f in candidate.filters if isinstance(f, BridgedRecordFilter | QueueClaimStamp)
+            ]:
+                candidate.removeFilter(existing)
