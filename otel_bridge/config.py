@@ -198,9 +198,16 @@ SETTINGS: tuple[Setting, ...] = (
         "How unhandled Django view errors are captured. `lean`: otel-bridge's own receiver "
         "of Django's `got_request_exception` (frames, locals, request data; one sentry-sdk "
         "scope per request from the OTel server span), with nothing added to requests that "
-        "do not fail. `sentry`: sentry-sdk's DjangoIntegration (also SQL-query breadcrumbs), "
-        "which wraps every request and query.",
+        "do not fail. `sentry`: sentry-sdk's DjangoIntegration (also template-frame details "
+        "of template errors), which wraps every request and query.",
         _one_of("lean", "sentry"),
+    ),
+    Setting(
+        "query_breadcrumbs", "OTEL_BRIDGE_QUERY_BREADCRUMBS", "bool", True,
+        "Give error events a `query` breadcrumb for each database span of their trace that "
+        "ended before them (at most the last 100), as sentry-sdk's DjangoIntegration does; "
+        "made only when an error is captured.",
+        _parse_bool,
     ),
     Setting(
         "pending_span_ttl", "OTEL_BRIDGE_PENDING_SPAN_TTL", "seconds", 300.0,
@@ -314,6 +321,7 @@ class BridgeConfig:
     enable_logs: bool = False
     span_errors: str = "server"
     django_errors: str = "lean"
+    query_breadcrumbs: bool = True
     pending_span_ttl: float = 300.0
     max_pending_spans: int = 20_000
     transport_queue_size: int = 1000

@@ -74,6 +74,12 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         from otel_bridge.scopes import SentryScopeProcessor
 
         span_processors.append(SentryScopeProcessor())
+        if config.query_breadcrumbs:
+            from otel_bridge.query_breadcrumbs import QueryBreadcrumbRecorder, install
+
+            recorder = QueryBreadcrumbRecorder()
+            install(recorder)
+            span_processors.append(recorder)
 
     span_exporters, metric_exporters, log_exporters = _import_exporters(
         _get_exporter_names("traces"),

@@ -32,6 +32,13 @@ def _breadcrumb_messages(event: dict[str, Any]) -> list[str]:
     return [str(crumb.get("message")) for crumb in event.get("breadcrumbs", {}).get("values", [])]
 
 
+def _query_crumbs(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        crumb for crumb in event.get("breadcrumbs", {}).get("values", [])
+        if crumb.get("category") == "query"
+    ]
+
+
 @pytest.mark.parametrize("engine", ["lean", "sentry"])
 def test_an_error_carries_its_own_request_and_nothing_of_other_requests(
     engine: str, ingest: RecordingIngest, shop_server: Any
@@ -70,6 +77,7 @@ def test_an_error_carries_its_own_request_and_nothing_of_other_requests(
     assert "account.plan" not in boom.get("tags", {})
     crumbs = " ".join(_breadcrumb_messages(boom))
     assert "alice" not in crumbs and "shop log info" not in crumbs
+    assert not _query_crumbs(boom)  # alice's query was hers
 
     # the failing request itself keeps what it set
     assert bob["user"]["id"] == "bob"
@@ -77,6 +85,11 @@ def test_an_error_carries_its_own_request_and_nothing_of_other_requests(
     bob_crumbs = _breadcrumb_messages(bob)
     assert "opened the account of bob" in bob_crumbs
     assert not any("alice" in crumb for crumb in bob_crumbs)
+    # its SQL query, once (lean: from the OTel span; sentry: DjangoIntegration's own, which
+    # also records the connection as a "connect" query), in order
+    [query] = [c for c in _query_crumbs(bob) if "FROM customer WHERE name" in c["message"]]
+    assert query["message"].endswith("AND id > %s")  # its literal scrubbed
+    assert bob_crumbs.index(query["message"]) < bob_crumbs.index("opened the account of bob")
 
     # exactly one event per failure: Django's own "Internal Server Error" log is not another
     errors = [
