@@ -141,8 +141,10 @@ class Scrubber:
         key_chars = r"[\w.\-\[\]]"
         self._kv_re = re.compile(
             rf"(?P<key>{key_chars}{{0,64}}(?:{words}){key_chars}{{0,64}})(?P<close>[\"']?)(?P<sep>\s*[:=]\s*)"
+            r"(?!(?<=:)//)"  # "token://host" is a URL's scheme, not a key and its value
             r"(?P<value>\[Filtered\]|(?:bearer|basic|digest|token)\s+[^\s,;&\"']+"
-            r"|\"[^\"]*\"|'[^']*'|[^\s&,;\"'}\])<>]+)",
+            # quoted, then quoted but cut off (a truncated message), then bare
+            r"|\"[^\"]*\"|'[^']*'|\"[^\"\s,;]*|'[^'\s,;]*|[^\s&,;\"'}\])<>]+)",
             re.IGNORECASE,
         )
         self.is_sensitive_key = lru_cache(maxsize=4096)(self._is_sensitive_key)
@@ -252,9 +254,10 @@ class Scrubber:
             userinfo, _, host = netloc.rpartition("@")
             netloc = f"{FILTERED}:{FILTERED}@{host}" if ":" in userinfo else f"{FILTERED}@{host}"
         fragment = self.scrub_query(parts.fragment) if "=" in parts.fragment else parts.fragment
-        return urlunsplit(
-            (parts.scheme, netloc, parts.path, self.scrub_query(parts.query), fragment)
-        )
+        query = self.scrub_query(parts.query)
+        if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
+            return url  # unchanged, and not normalised by urlunsplit ("////" stays as it was)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
     # A scheme, then the authority up to its last "@" (a password may hold an unencoded "@").
     _URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#]*)@")

@@ -203,6 +203,29 @@ def test_urls_urlsplit_refuses_are_scrubbed_by_pattern(
     assert in_text == f"Connected to {expected} (worker 1)"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a message cut off inside a quoted value (truncated JSON)
+        (f'payload {{"secret": "{CANARY}', f'payload {{"secret": "{FILTERED}"'),
+        (f"payload {{'token': '{CANARY} and more", f"payload {{'token': '{FILTERED}' and more"),
+        # a URL whose scheme is a sensitive word is a URL, not "token: //..."
+        (f"token://user:{CANARY}@h/x", f"token://{FILTERED}:{FILTERED}@h/x"),
+        (f"token: //{CANARY}", f"token: {FILTERED}"),
+    ],
+)
+def test_edge_cases_found_by_the_property_tests(
+    scrubber: Scrubber, text: str, expected: str
+) -> None:
+    assert scrubber.scrub_text(text) == expected
+    assert scrubber.scrub_text(expected) == expected
+
+
+def test_a_url_with_nothing_to_scrub_is_returned_as_written(scrubber: Scrubber) -> None:
+    for url in ("////", "http://h/a?b", "HTTP://Host:80/x#top", "/relative?page=2"):
+        assert scrubber.scrub_url(url) == url
+
+
 def test_a_scrubbed_url_with_credentials_scrubs_to_itself(scrubber: Scrubber) -> None:
     once = scrubber.scrub_text(f"broker at amqp://digest:{CANARY}@127.0.0.1:5672//")
     assert once == f"broker at amqp://{FILTERED}:{FILTERED}@127.0.0.1:5672//"
