@@ -24,8 +24,9 @@ from opentelemetry.trace import SpanKind
 QUERY_CATEGORY = "query"
 # sentry-sdk's default max_breadcrumbs: an event never carries more queries than that.
 MAX_QUERIES_PER_TRACE = 100
-# Units of work open at once; one whose root never ends is forgotten past this.
-MAX_OPEN_TRACES = 1_000
+# Units of work open at once whose queries are kept; past it the oldest is forgotten (its
+# error gets no query breadcrumbs), so roots that never end hold at most 25,600 spans.
+MAX_OPEN_TRACES = 256
 
 _DB_SYSTEM_KEYS = ("db.system.name", "db.system")
 _STATEMENT_KEYS = ("db.query.text", "db.statement")

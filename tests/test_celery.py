@@ -129,6 +129,9 @@ def test_a_task_run_is_a_transaction_in_the_producers_trace_with_its_check_ins(
     assert exception["stacktrace"]["frames"][-1]["function"] == "broken_digest"
     assert error["contexts"]["trace"]["trace_id"] == trace_id
     assert error["contexts"]["trace"]["span_id"] == broken["contexts"]["trace"]["span_id"]
+    if pool == "solo":
+        crumbs = [str(c.get("message")) for c in error.get("breadcrumbs", {}).get("values", [])]
+        assert any(c.startswith("Connected to filesystem://[Filtered]") for c in crumbs), crumbs
 
     # every envelope came once: no transaction of the worker was sent twice
     names = [t["transaction"] for t in ingest.events("transaction")]
