@@ -313,8 +313,11 @@ class Scrubber:
         if value == FILTERED:
             return match.group(0)
         quote = value[0] if value[:1] in ("'", '"') else ""
+        # A value cut off before its closing quote stays open: closing it would make a string
+        # literal that SQL scrubbing, on a second pass, turns into %s.
+        closing = quote if len(value) > 1 and value.endswith(quote) else ""
         head = match.group("key") + match.group("close") + match.group("sep")
-        return f"{head}{quote}{FILTERED}{quote}"
+        return f"{head}{quote}{FILTERED}{closing}"
 
     # -- OTel attributes --------------------------------------------------------------------
 

@@ -207,8 +207,8 @@ def test_urls_urlsplit_refuses_are_scrubbed_by_pattern(
     ("text", "expected"),
     [
         # a message cut off inside a quoted value (truncated JSON)
-        (f'payload {{"secret": "{CANARY}', f'payload {{"secret": "{FILTERED}"'),
-        (f"payload {{'token': '{CANARY} and more", f"payload {{'token': '{FILTERED}' and more"),
+        (f'payload {{"secret": "{CANARY}', f'payload {{"secret": "{FILTERED}'),
+        (f"payload {{'token': '{CANARY} and more", f"payload {{'token': '{FILTERED} and more"),
         # a URL whose scheme is a sensitive word is a URL, not "token: //..."
         (f"token://user:{CANARY}@h/x", f"token://{FILTERED}:{FILTERED}@h/x"),
         (f"token: //{CANARY}", f"token: {FILTERED}"),

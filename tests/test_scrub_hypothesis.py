@@ -4,6 +4,7 @@ secret never survives, whatever surrounds it."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -43,7 +44,7 @@ def test_text_and_urls_never_raise_and_scrub_to_themselves(text: str) -> None:
 
 @FAST
 @given(hostile, hostile)
-def test_events_never_raise(message: str, url: str) -> None:
+def test_events_never_raise_and_scrub_to_themselves(message: str, url: str) -> None:
     event: dict[str, Any] = {
         "message": message,
         "request": {"url": url, "query_string": message, "headers": {"X-Any": message}},
@@ -54,8 +55,10 @@ def test_events_never_raise(message: str, url: str) -> None:
         "exception": {"values": [{"type": "E", "value": message}]},
         "extra": {"note": message, "password": message},
     }
-    scrubbed = SCRUBBER.scrub_event(event)
+    scrubbed = SCRUBBER.scrub_event(copy.deepcopy(event))
     assert scrubbed["extra"]["password"] == "[Filtered]"
+    # breadcrumbs are scrubbed when recorded, then again with their event
+    assert SCRUBBER.scrub_event(copy.deepcopy(scrubbed)) == scrubbed
 
 
 @FAST
