@@ -639,11 +639,12 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
     name = scrubber.scrub_text(span.name)
     original = span.attributes or {}
     attributes = scrubber.scrub_attributes(original)
-    events = [_scrub_event(scrubber, event) for event in span.events]
+    original_events = span.events  # a new tuple at every read
+    events = [_scrub_event(scrubber, event) for event in original_events]
     unchanged = (
         name == span.name
         and status is span.status
-        and all(new is old for new, old in zip(events, span.events, strict=True))
+        and all(new is old for new, old in zip(events, original_events, strict=True))
         and len(attributes) == len(original)
         # scrub_attributes keeps the very value object of what it does not change
         and all(attributes.get(key) is value for key, value in original.items())

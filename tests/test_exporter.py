@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
@@ -300,3 +303,29 @@ def test_loss_counts_survive_an_outage_and_arrive_when_the_ingest_is_back(
         if entry["category"] == "error"
     )
     assert lost_errors == 3, reports
+
+
+def test_no_span_is_kept_alive_by_the_exporter_after_its_batch(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    # The mapping remembers each span's attributes while a batch is mapped (they are read
+    # many times); a remembered span must not outlive its export.
+    pipeline = pipeline_factory(ingest)
+    kept: list[weakref.ref[Any]] = []
+
+    class Watch(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            kept.append(weakref.ref(span))
+
+    pipeline.provider.add_span_processor(Watch())
+    with pipeline.tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER):
+        for query in range(3):
+            with pipeline.tracer.start_as_current_span(
+                "SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite", "n": query}
+            ):
+                pass
+    [transaction] = ingest.wait_for_items("transaction", 1)
+    assert len(transaction["spans"]) == 3
+    gc.collect()
+    assert len(kept) == 4
+    assert [ref for ref in kept if ref() is not None] == []

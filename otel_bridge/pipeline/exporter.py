@@ -39,6 +39,7 @@ from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
+    forget_span_attributes,
     resource_event_fields,
     span_attributes,
     transaction_event,
@@ -128,10 +129,14 @@ class SentrySpanExporter(SpanExporter):
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
         now = self._clock()
-        own = [span for span in spans if not self._is_ingest_request(span)]
-        ready = self._assembler.add(own, now)
-        self._assembler.expire(now)
-        self._send([self._envelope_for(assembled) for assembled in ready], self._deadline())
+        try:
+            own = [span for span in spans if not self._is_ingest_request(span)]
+            ready = self._assembler.add(own, now)
+            self._assembler.expire(now)
+            envelopes = [self._envelope_for(assembled) for assembled in ready]
+        finally:
+            forget_span_attributes()
+        self._send(envelopes, self._deadline())
         self._report_assembly_drops()
 
     def _deadline(self) -> float:
@@ -250,7 +255,8 @@ class SentrySpanExporter(SpanExporter):
         spans = (assembled.root, *assembled.descendants)
         fields: dict[str, Any] | None = None
         for span in spans:
-            if not span.events or not should_report_span_errors(span, mode):
+            # the mode first: a span's events are copied into a new tuple at every read
+            if not should_report_span_errors(span, mode) or not span.events:
                 continue
             for event in exception_error_events(
                 span, release=self._config.release, environment=self._config.environment

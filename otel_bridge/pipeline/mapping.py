@@ -107,12 +107,30 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     through Python-level methods. A live span (named early for the DSC or an error event)
     is read as it is now, and not remembered."""
     if span.end_time is None:
-        return dict(span.attributes or {})
+        return _attributes_copy(span)
     return _finished_span_attributes(span)
 
 
-@functools.lru_cache(maxsize=256)  # a transaction's spans are mapped together
+# Room for a whole export batch (the SDK's default is 512 spans): the exporter reads every
+# span's attributes before grouping the batch into transactions, then again while mapping.
+# It empties the cache after each batch, so no span outlives its export here.
+@functools.lru_cache(maxsize=4096)
 def _finished_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    return _attributes_copy(span)
+
+
+def forget_span_attributes() -> None:
+    """Drop the remembered attributes (the exporter calls it after each batch)."""
+    _finished_span_attributes.cache_clear()
+
+
+def _attributes_copy(span: ReadableSpan) -> dict[str, Any]:
+    # The SDK's public view is a MappingProxy over BoundedAttributes, whose Python-level
+    # iteration costs about 15x a copy of the plain dict it keeps (``_dict``, private): that
+    # dict when it is there, the public view otherwise.
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(inner, dict):
+        return dict(inner)
     return dict(span.attributes or {})
 
 
