@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
+from sentry_sdk.utils import datetime_from_isoformat
 
 QUERY_CATEGORY = "query"
 # sentry-sdk's default max_breadcrumbs: an event never carries more queries than that.
@@ -115,9 +116,9 @@ def _crumb_time(crumb: Any) -> float:
     if isinstance(timestamp, (int, float)):
         return float(timestamp)
     if isinstance(timestamp, str):
-        try:
-            return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        try:  # the parser sentry-sdk uses when it sorts breadcrumbs itself
+            return datetime_from_isoformat(timestamp).timestamp()
+        except (ValueError, IndexError):
             return 0.0
     return 0.0
 

@@ -574,6 +574,8 @@ class SentryScrubHooks:
         scrub: Callable[[dict[str, Any]], dict[str, Any]],
         value: dict[str, Any],
         hint: dict[str, Any],
+        *,
+        drop_on_failure: bool = False,
     ) -> Any:
         try:
             scrubbed = scrub(value)
@@ -586,8 +588,8 @@ class SentryScrubHooks:
                     "otel-bridge: scrubbing failed in %s; the item is dropped (further "
                     "failures are not logged)", name,
                 )
-            if name == "before_breadcrumb":
-                return None  # sentry-sdk would keep the unscrubbed breadcrumb
+            if drop_on_failure:
+                return None
             raise  # sentry-sdk drops the event or log, counted as `callback_error`
         follow = self._then.get(name)
         return follow(scrubbed, hint) if follow is not None else scrubbed
@@ -599,7 +601,10 @@ class SentryScrubHooks:
         return self._chain("before_send_transaction", self._scrubber.scrub_event, event, hint)
 
     def before_breadcrumb(self, crumb: dict[str, Any], hint: dict[str, Any]) -> Any:
-        return self._chain("before_breadcrumb", self._scrubber.scrub_breadcrumb, crumb, hint)
+        # sentry-sdk keeps a breadcrumb as it was when before_breadcrumb raises: drop it here
+        return self._chain(
+            "before_breadcrumb", self._scrubber.scrub_breadcrumb, crumb, hint, drop_on_failure=True
+        )
 
     def before_send_log(self, log: dict[str, Any], hint: dict[str, Any]) -> Any:
         return self._chain("before_send_log", self._scrubber.scrub_log, log, hint)
