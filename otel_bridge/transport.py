@@ -1,4 +1,4 @@
-"""sentry-sdk's HTTP transport, sending through one kept-alive ``http.client`` connection.
+"""sentry-sdk's HTTP transport, sending through one kept-alive connection of its own.
 
 Everything that makes the transport sentry-sdk's is kept: envelopes, compression, DSN auth,
 rate limits (``X-Sentry-Rate-Limits``, ``Retry-After``), client reports, the worker queue.
@@ -6,9 +6,10 @@ Only the last step changes. The span pipeline sends one envelope per transaction
 that path urllib3's pool machinery, OpenTelemetry's urllib3 instrumentation (suppressed, but
 still wrapped around every call) and sentry-sdk's own ``http.client`` hook (whose "is this
 the DSN?" check misses DSNs with a port, so it records a breadcrumb of every envelope it
-sends) cost more than the request: 497 µs of CPU per envelope against 181 µs here, measured
-on one thread on 2026-11-22. With a proxy, custom socket options or TCP keep-alive
-configured, the request goes through sentry-sdk's urllib3 pool as before.
+sends) cost more than the request: 497 µs of CPU per envelope against 181 µs through a plain
+``http.client`` connection, and 145-154 µs with the exchange of :mod:`otel_bridge.http1`
+(measured on one thread, 2026-11-22 and 2026-11-23). With a proxy, custom socket options or
+TCP keep-alive configured, the request goes through sentry-sdk's urllib3 pool as before.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Mapping, Sequence
-from email.message import Message
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from sentry_sdk.envelope import Envelope
@@ -35,14 +35,19 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import capture_internal_exceptions
 
 from otel_bridge.forks import reset_in_forked_children
+from otel_bridge.http1 import Response, host_header, read_response, request_head
+from otel_bridge.serialization import encode_payloads
 
 _logger = logging.getLogger(__name__)
-# Taken when this module is imported, before sentry-sdk's StdlibIntegration wraps it (the
-# configurator imports this module before it starts sentry-sdk).
-_PLAIN_PUTREQUEST = http.client.HTTPConnection.putrequest
 _DEFAULT_TIMEOUT = 30.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _GZIP_HEADER = 16  # added to wbits: a gzip header and trailer, as GzipFile writes
 _ONE_CALL_GZIP = sys.version_info >= (3, 11)
+# A kept-alive connection the server had already closed shows as one of these on the next
+# request: worth one fresh attempt.
+_STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError
+)
 
 
 def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
@@ -61,55 +66,12 @@ def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
     sock.settimeout(None)
 
 
-class _OneWrite:
-    """http.client writes the request head and the body with two system calls: one is
-    enough (and each is a GIL hand-over with the application's threads)."""
-
-    if TYPE_CHECKING:
-        _buffer: list[bytes]
-
-        def send(self, data: Any) -> None: ...
-
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes):
-            self._buffer.extend((b"", message_body))
-            request = b"\r\n".join(self._buffer)
-            del self._buffer[:]
-            self.send(request)
-            return
-        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
-
-
-class _IngestConnection(_OneWrite, http.client.HTTPConnection):
-    putrequest = _PLAIN_PUTREQUEST  # type: ignore[assignment]
-
-    def connect(self) -> None:
-        super().connect()
-        _kernel_timeouts(self.sock, self.timeout or _DEFAULT_TIMEOUT)
-
-
-class _IngestHTTPSConnection(_OneWrite, http.client.HTTPSConnection):
-    putrequest = _PLAIN_PUTREQUEST  # type: ignore[assignment]
-
-    def connect(self) -> None:
-        super().connect()  # the TLS handshake still runs with Python's timeout
-        _kernel_timeouts(self.sock, self.timeout or _DEFAULT_TIMEOUT)
-
-
-class IngestResponse:
-    """What sentry-sdk's response handling reads of a urllib3 response."""
-
-    def __init__(self, status: int, headers: Message, data: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.data = data
-
-    def close(self) -> None:
-        pass
-
-
 class KeptAliveConnection:
-    """One HTTP(S) connection to the ingest, reopened when the server closed it."""
+    """One HTTP(S) connection to the ingest, reopened when the server closed it.
+
+    A request goes out in one write (head and body together: each system call is a GIL
+    hand-over with the application's threads) and its response is read through one buffer
+    kept for the connection's life."""
 
     def __init__(
         self,
@@ -121,51 +83,61 @@ class KeptAliveConnection:
     ) -> None:
         self._scheme = scheme
         self._host = host
-        self._port = port
+        self._port = port or _DEFAULT_PORTS[scheme]
+        self._host_header = host_header(host, port, _DEFAULT_PORTS[scheme])
         self._timeout = timeout
         self._ssl_context = ssl_context
-        self._connection: http.client.HTTPConnection | None = None
+        self._socket: socket.socket | None = None
+        self._reader: io.BufferedReader | None = None
         self._lock = threading.Lock()
         reset_in_forked_children(self.after_fork_in_child)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._scheme == "https":
-            return _IngestHTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._ssl_context
-            )
-        return _IngestConnection(self._host, self._port, timeout=self._timeout)
+    def _connect(self) -> tuple[socket.socket, io.BufferedReader]:
+        sock = socket.create_connection((self._host, self._port), self._timeout)
+        try:
+            with contextlib.suppress(OSError):  # not every socket family has it
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                # The TLS handshake runs with Python's timeout, the rest with the kernel's.
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._host)
+            _kernel_timeouts(sock, self._timeout)
+            return sock, sock.makefile("rb")
+        except BaseException:
+            sock.close()
+            raise
 
-    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> IngestResponse:
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        request = request_head("POST", path, self._host_header, headers, len(body)) + body
         with self._lock:
-            reused = self._connection is not None
+            reused = self._socket is not None
             try:
-                return self._post_once(path, body, headers)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                return self._exchange(request)
+            except _STALE_CONNECTION_ERRORS:
                 if not reused:
                     raise
-                # A kept-alive connection the server had already closed: one fresh attempt.
-                return self._post_once(path, body, headers)
+                return self._exchange(request)
 
-    def _post_once(self, path: str, body: bytes, headers: Mapping[str, str]) -> IngestResponse:
-        if self._connection is None:
-            self._connection = self._connect()
-        connection = self._connection
+    def _exchange(self, request: bytes) -> Response:
+        if self._socket is None or self._reader is None:
+            self._socket, self._reader = self._connect()
         try:
-            connection.request("POST", path, body=body, headers=dict(headers))
-            response = connection.getresponse()
-            data = response.read()
+            self._socket.sendall(request)
+            response = read_response(self._reader)
         except BaseException:
             self.close()
             raise
         if response.will_close:
             self.close()
-        return IngestResponse(response.status, response.headers, data)
+        return response
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(OSError):
-                connection.close()
+        sock, reader = self._socket, self._reader
+        self._socket = self._reader = None
+        with contextlib.suppress(OSError):
+            if reader is not None:
+                reader.close()
+            if sock is not None:
+                sock.close()
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's connection and lock: a forked child (a pre-fork server's
@@ -318,6 +290,7 @@ class BridgeTransport(HttpTransport):
         # sentry-sdk streams the envelope through GzipFile in many small writes; one
         # serialisation and one compressor call (one GIL release, not several) give the same
         # gzip format at the same level.
+        encode_payloads(envelope)
         if self._compression_algo != "gzip" or not self._compression_level:
             return super()._serialize_envelope(envelope)
         return "gzip", io.BytesIO(gzip_body(envelope.serialize(), self._compression_level))

@@ -1,0 +1,238 @@
+"""The transport's HTTP/1.1 exchange: parsing of what ingests answer, request heads, and the
+exchange over real sockets on 127.0.0.1 against a server that answers in each framing."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from otel_bridge.http1 import host_header, read_response, request_head
+from otel_bridge.transport import KeptAliveConnection
+
+
+def _read(raw: bytes, method: str = "POST") -> tuple[int, dict[str, str], bytes, bool]:
+    response = read_response(io.BufferedReader(io.BytesIO(raw)), method)
+    return response.status, dict(response.headers), response.data, response.will_close
+
+
+def test_content_length_body_and_case_insensitive_headers() -> None:
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n"
+           b"X-Sentry-Rate-Limits: 60:transaction:key\r\n\r\n{\"id\":1}\n" + b"NEXT")
+    reader = io.BufferedReader(io.BytesIO(raw))
+    response = read_response(reader)
+    assert (response.status, response.data, response.will_close) == (200, b'{"id":1}\n', False)
+    assert response.headers.get("x-sentry-rate-limits") == "60:transaction:key"
+    assert response.headers.get("X-SENTRY-RATE-LIMITS") == "60:transaction:key"
+    assert "Content-Type" in response.headers
+    assert response.headers.get("Retry-After") is None
+    assert reader.read() == b"NEXT"  # not a byte of the next response was taken
+
+
+def test_repeated_headers_are_joined_as_one_list() -> None:
+    raw = (b"HTTP/1.1 429 Too Many Requests\r\nX-Sentry-Rate-Limits: 60:transaction:key\r\n"
+           b"x-sentry-rate-limits: 10:error:key\r\nContent-Length: 0\r\n\r\n")
+    status, headers, data, _ = _read(raw)
+    assert status == 429 and data == b""
+    assert headers["x-sentry-rate-limits"] == "60:transaction:key, 10:error:key"
+
+
+def test_chunked_body_with_extensions_and_trailers() -> None:
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"4;name=x\r\n{\"id\r\n5\r\n\":42}\r\n0\r\nX-Trailer: t\r\n\r\n")
+    assert _read(raw)[2] == b'{"id":42}'
+
+
+def test_interim_responses_are_skipped() -> None:
+    raw = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    status, headers, data, _ = _read(raw)
+    assert (status, data) == (200, b"ok") and "link" not in headers
+
+
+@pytest.mark.parametrize(
+    ("raw", "will_close"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+    ],
+)
+def test_when_the_connection_closes(raw: bytes, will_close: bool) -> None:
+    assert _read(raw)[3] is will_close
+
+
+def test_a_body_without_length_runs_to_the_end_of_the_connection() -> None:
+    assert _read(b"HTTP/1.1 200 OK\r\n\r\nall of it")[2:] == (b"all of it", True)
+
+
+def test_no_body_for_204_304_and_head() -> None:
+    assert _read(b"HTTP/1.1 204 No Content\r\n\r\nNEXT")[2] == b""
+    assert _read(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n")[2] == b""
+    assert _read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD")[2] == b""
+
+
+_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"", http.client.RemoteDisconnected),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", http.client.BadStatusLine),
+        (b"HTTP/1.1 abc OK\r\n\r\n", http.client.BadStatusLine),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nab", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", http.client.HTTPException),
+        (_CHUNKED + b"-1\r\n", http.client.HTTPException),
+        (_CHUNKED + b"ff\r\nab", http.client.IncompleteRead),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", http.client.LineTooLong),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", http.client.HTTPException),
+    ],
+)
+def test_broken_responses_raise_http_client_errors(raw: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _read(raw)
+
+
+def test_request_head_is_one_block_with_host_and_length_of_its_own() -> None:
+    head = request_head(
+        "POST", "/api/1/envelope/", "127.0.0.1:9000",
+        {"Content-Type": "application/x-sentry-envelope", "content-length": "999", "HOST": "x"},
+        1234,
+    )
+    assert head == (
+        b"POST /api/1/envelope/ HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nContent-Length: 1234\r\n"
+        b"Content-Type: application/x-sentry-envelope\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-Sentry-Auth": "Sentry key\r\nX-Injected: 1"}, {"X\nY": "v"}, {"X": "a\0b"}]
+)
+def test_request_head_refuses_values_that_would_split_the_request(
+    headers: dict[str, str],
+) -> None:
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        request_head("POST", "/", "h", headers, 0)
+
+
+def test_host_header() -> None:
+    assert host_header("127.0.0.1", 9000, 80) == "127.0.0.1:9000"
+    assert host_header("sentry.example", 443, 443) == "sentry.example"
+    assert host_header("sentry.example", None, 443) == "sentry.example"
+    assert host_header("::1", 8080, 80) == "[::1]:8080"
+    assert host_header("bücher.example", None, 80) == "xn--bcher-kva.example"
+
+
+class _ScriptedServer:
+    """Answers each request on 127.0.0.1 with the next scripted response, then closes the
+    connection if the script says so; records the requests it read."""
+
+    def __init__(self, script: list[tuple[bytes, bool]]) -> None:
+        self.script = list(script)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self.script:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader:
+                while self.script:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            break
+                        head += line
+                    if not head:
+                        break
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    self.requests.append(head + reader.read(length))
+                    response, close = self.script.pop(0)
+                    conn.sendall(response)
+                    if close:
+                        break
+
+    def stop(self) -> None:
+        self.script.clear()
+        # Closing the listener does not wake a thread blocked in accept(): a connection does.
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+            pass
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[type[_ScriptedServer]]:
+    servers: list[_ScriptedServer] = []
+
+    class Tracked(_ScriptedServer):
+        def __init__(self, script: list[tuple[bytes, bool]]) -> None:
+            super().__init__(script)
+            servers.append(self)
+
+    yield Tracked
+    for server in servers:
+        server.stop()
+
+
+def test_exchanges_over_one_socket_in_every_framing(scripted: type[_ScriptedServer]) -> None:
+    server = scripted([
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"3\r\ntwo\r\n0\r\n\r\n", False),
+        (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nConnection: close\r\n"
+         b"Content-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfour", False),
+    ])
+    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0)
+    try:
+        answers = [
+            connection.post("/api/1/envelope/", f"body {n}".encode(), {"X-N": str(n)})
+            for n in range(4)
+        ]
+    finally:
+        connection.close()
+    assert [(a.status, a.data) for a in answers] == [
+        (200, b"one"), (200, b"two"), (429, b""), (200, b"four")
+    ]
+    assert answers[2].headers.get("retry-after") == "60"
+    # The first three on one connection; "Connection: close" made the fourth open another.
+    assert server.connections == 2
+    assert [r.split(b"\r\n\r\n", 1)[1] for r in server.requests] == [
+        b"body 0", b"body 1", b"body 2", b"body 3"
+    ]
+    assert server.requests[0].startswith(
+        f"POST /api/1/envelope/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode()
+    )
+
+
+def test_a_server_that_closes_without_answering_is_an_error_on_a_fresh_connection(
+    scripted: type[_ScriptedServer],
+) -> None:
+    # Closing a kept-alive connection earns one retry; a fresh one that ends without any
+    # answer is the ingest's failure, raised for sentry-sdk to count as a network error.
+    server = scripted([(b"", True), (b"", True)])
+    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0)
+    try:
+        with pytest.raises(http.client.RemoteDisconnected):
+            connection.post("/", b"x", {})
+    finally:
+        connection.close()
+    assert server.connections == 1

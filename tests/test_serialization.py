@@ -1,0 +1,76 @@
+"""Envelope payloads encoded by orjson: the same envelope sentry-sdk would write, read back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sentry_sdk.envelope import Envelope
+
+from otel_bridge import serialization
+from otel_bridge.serialization import encode_payloads, payload_bytes
+
+
+def _transaction() -> dict[str, Any]:
+    return {
+        "type": "transaction", "event_id": "a" * 32, "transaction": "GET /ü/<id>",
+        "start_timestamp": 1.5, "timestamp": 2.25,
+        "contexts": {"trace": {"trace_id": "b" * 32, "span_id": "c" * 16, "op": "http.server",
+                               "data": {"http.response.status_code": 200, "db.rows": None}}},
+        "spans": [{"span_id": "d" * 16, "description": 'SELECT "x"\n', "data": {1: True}}],
+        "tags": ("a", "b"),
+    }
+
+
+def _items(data: bytes) -> list[tuple[dict[str, Any], Any]]:
+    lines = data.split(b"\n")
+    items = []
+    position = 1
+    while position < len(lines) - 1:
+        header = json.loads(lines[position])
+        items.append((header, json.loads(lines[position + 1])))
+        position += 2
+    return items
+
+
+def test_an_envelope_reads_back_as_sentry_sdks_own() -> None:
+    ours = Envelope(headers={"event_id": "a" * 32})
+    ours.add_transaction(_transaction())  # type: ignore[arg-type]
+    theirs = Envelope(headers={"event_id": "a" * 32})
+    theirs.add_transaction(_transaction())  # type: ignore[arg-type]
+
+    encode_payloads(ours)
+    assert ours.items[0].payload.bytes is not None
+    assert ours.items[0].get_transaction_event() == _transaction()  # loss counting reads it
+    ours_items, theirs_items = _items(ours.serialize()), _items(theirs.serialize())
+    assert [payload for _, payload in ours_items] == [payload for _, payload in theirs_items]
+    header, payload = ours_items[0]
+    # UTF-8 as it is, where json.dumps escapes "ü": the length is of these bytes.
+    assert header["length"] == len(ours.items[0].payload.bytes) < theirs_items[0][0]["length"]
+    assert {**header, "length": 0} == {**theirs_items[0][0], "length": 0}
+    assert payload["spans"][0]["data"] == {"1": True}  # keys as json.dumps writes them
+
+
+def test_nan_becomes_null_where_sentry_sdks_encoder_refuses_the_envelope() -> None:
+    event = {"measurements": {"lcp": {"value": float("nan")}}, "x": float("inf")}
+    assert json.loads(payload_bytes(event) or b"") == {
+        "measurements": {"lcp": {"value": None}}, "x": None
+    }
+
+
+def test_what_orjson_cannot_encode_is_left_to_sentry_sdk() -> None:
+    envelope = Envelope()
+    envelope.add_transaction({"type": "transaction", "big": 2**70})  # type: ignore[typeddict-unknown-key]
+    encode_payloads(envelope)
+    assert envelope.items[0].payload.bytes is None
+    assert _items(envelope.serialize())[0][1]["big"] == 2**70
+
+
+def test_without_orjson_sentry_sdk_encodes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serialization, "orjson", None)
+    envelope = Envelope()
+    envelope.add_transaction(_transaction())  # type: ignore[arg-type]
+    encode_payloads(envelope)
+    assert envelope.items[0].payload.bytes is None
+    assert _items(envelope.serialize())[0][1]["transaction"] == "GET /ü/<id>"
