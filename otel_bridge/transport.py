@@ -66,6 +66,26 @@ def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
     sock.settimeout(None)
 
 
+class _SocketReader(io.RawIOBase):
+    """The socket's bytes for a buffered reader, a timeout raised as one.
+
+    ``socket.makefile`` reads through ``SocketIO``, which returns nothing when the kernel's
+    receive timeout (SO_RCVTIMEO) expires, as if the server had closed the connection: a
+    request the ingest may still be processing would then be sent again on a new one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._sock.recv_into(buffer)
+        except (BlockingIOError, ssl.SSLWantReadError) as exc:
+            raise TimeoutError("otel-bridge: the ingest did not answer in time") from exc
+
+
 class KeptAliveConnection:
     """One HTTP(S) connection to the ingest, reopened when the server closed it.
 
@@ -97,11 +117,12 @@ class KeptAliveConnection:
         try:
             with contextlib.suppress(OSError):  # not every socket family has it
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._ssl_context is not None:
+            if self._scheme == "https":
                 # The TLS handshake runs with Python's timeout, the rest with the kernel's.
-                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._host)
+                context = self._ssl_context or ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=self._host)
             _kernel_timeouts(sock, self._timeout)
-            return sock, sock.makefile("rb")
+            return sock, io.BufferedReader(_SocketReader(sock))
         except BaseException:
             sock.close()
             raise

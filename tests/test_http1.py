@@ -236,3 +236,19 @@ def test_a_server_that_closes_without_answering_is_an_error_on_a_fresh_connectio
     finally:
         connection.close()
     assert server.connections == 1
+
+
+def test_an_ingest_that_stops_answering_times_out_without_a_second_attempt(
+    scripted: type[_ScriptedServer],
+) -> None:
+    # The request may have reached the ingest: sending it again could store it twice.
+    server = scripted([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False), (b"", False)])
+    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 0.5)
+    try:
+        assert connection.post("/", b"first", {}).status == 200
+        with pytest.raises(TimeoutError, match="did not answer in time"):
+            connection.post("/", b"second", {})
+    finally:
+        connection.close()
+    assert server.connections == 1
+    assert [r.split(b"\r\n\r\n", 1)[1] for r in server.requests] == [b"first", b"second"]

@@ -1,5 +1,5 @@
-"""otel-bridge's transport (sentry-sdk's HTTP transport over one kept-alive http.client
-connection) against the recording ingest, over HTTP and HTTPS, on 127.0.0.1."""
+"""otel-bridge's transport (sentry-sdk's HTTP transport over one kept-alive connection of its
+own) against the recording ingest, over HTTP and HTTPS, on 127.0.0.1."""
 
 from __future__ import annotations
 
