@@ -62,12 +62,12 @@ def _counting_transport_class(base: type[Any] | None = None) -> type[Any]:
     return CountingTransport
 
 
-def _inline_transport_class() -> type[Any]:
+def _inline_transport_class(base: type[Any] | None = None) -> type[Any]:
     """Like the counting transport, but serialising and compressing on the caller's thread
     (no worker): for profiles without threads fighting over the GIL."""
     from sentry_sdk.transport import HttpTransport
 
-    class InlineTransport(HttpTransport):  # type: ignore[misc]
+    class InlineTransport(base or HttpTransport):  # type: ignore[misc]
         sent_items: dict[str, int] = {}
 
         def capture_envelope(self, envelope: Any) -> None:
@@ -75,6 +75,11 @@ def _inline_transport_class() -> type[Any]:
             for item in envelope.items:
                 kind = item.type or ""
                 self.sent_items[kind] = self.sent_items.get(kind, 0) + 1
+
+        def capture_envelopes(self, envelopes: Sequence[Any]) -> bool:
+            for envelope in envelopes:
+                self.capture_envelope(envelope)
+            return True
 
     return InlineTransport
 

@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runtime = configure()
     client = sentry_sdk.get_client()
-    transport_class = _inline_transport_class()
+    from otel_bridge.transport import BridgeTransport
+
+    transport_class = _inline_transport_class(BridgeTransport)
     transport = transport_class(client.options)
     client.transport = transport
     provider = trace.get_tracer_provider()
