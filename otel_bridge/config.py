@@ -65,6 +65,16 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidSetting(f"expected an integer >= 0, got {raw!r}") from None
+    if value < 0:
+        raise InvalidSetting(f"expected an integer >= 0, got {raw!r}")
+    return value
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -236,6 +246,15 @@ SETTINGS: tuple[Setting, ...] = (
         _one_of("gzip", "none"),
     ),
     Setting(
+        "compression_threshold", "OTEL_BRIDGE_COMPRESSION_THRESHOLD", "bytes", 32768,
+        "With `gzip`, envelopes smaller than this are sent uncompressed, as Sentry's own "
+        "Node.js transport does (32 KiB). Compressing costs little CPU but hands the GIL to "
+        "the application's threads and back, which under load costs more than the "
+        "compression (docs/benchmarks.md); a transaction of a few spans is 2-8 KB. `0` "
+        "compresses every envelope (about a sixth of the bytes).",
+        _parse_non_negative_int,
+    ),
+    Setting(
         "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,
         "How long the process waits at exit to deliver what is pending.",
         _parse_positive_float,
@@ -326,6 +345,7 @@ class BridgeConfig:
     max_pending_spans: int = 20_000
     transport_queue_size: int = 1000
     compression: str = "gzip"
+    compression_threshold: int = 32768
     shutdown_timeout: float = 10.0
     sampling_rules: tuple[str, ...] = ()
     scrub_enabled: bool = True
@@ -399,7 +419,9 @@ def markdown_table() -> str:
     lines = ["| Variable | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
     for setting in SETTINGS:
         default = setting.default_doc or f"`{setting.default}`"
-        lines.append(f"| `{setting.env}` | {setting.type_name} | {default} | {setting.doc} |")
+        # A "|" inside a cell ("gzip | none") would end the cell.
+        cells = [f"`{setting.env}`", setting.type_name, default, setting.doc]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
 

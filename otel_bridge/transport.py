@@ -41,6 +41,10 @@ from otel_bridge.serialization import encode_payloads
 _logger = logging.getLogger(__name__)
 _DEFAULT_TIMEOUT = 30.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The `_experiments` key (sentry-sdk passes its options to the transport) of the smallest
+# envelope to compress; smaller ones go uncompressed.
+COMPRESSION_THRESHOLD_OPTION = "otel_bridge_compression_threshold"
+DEFAULT_COMPRESSION_THRESHOLD = 32 * 1024
 _GZIP_HEADER = 16  # added to wbits: a gzip header and trailer, as GzipFile writes
 _ONE_CALL_GZIP = sys.version_info >= (3, 11)
 # A kept-alive connection the server had already closed shows as one of these on the next
@@ -188,6 +192,10 @@ class BridgeTransport(HttpTransport):
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self._connection = self._kept_alive_connection()
+        experiments = options.get("_experiments") or {}
+        self._compression_threshold = int(
+            experiments.get(COMPRESSION_THRESHOLD_OPTION, DEFAULT_COMPRESSION_THRESHOLD)
+        )
         # sentry-sdk bounds its queue in jobs; a job of capture_envelopes holds a whole span
         # batch, so the envelopes waiting are bounded here too (memory during an outage).
         self._envelope_room = max(1, int(options.get("transport_queue_size") or 100))
@@ -310,11 +318,16 @@ class BridgeTransport(HttpTransport):
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
         # sentry-sdk streams the envelope through GzipFile in many small writes; one
         # serialisation and one compressor call (one GIL release, not several) give the same
-        # gzip format at the same level.
+        # gzip format at the same level. Below the threshold, no compressor call at all:
+        # under load that GIL release costs more than the bytes it saves (see the
+        # OTEL_BRIDGE_COMPRESSION_THRESHOLD setting).
         encode_payloads(envelope)
         if self._compression_algo != "gzip" or not self._compression_level:
             return super()._serialize_envelope(envelope)
-        return "gzip", io.BytesIO(gzip_body(envelope.serialize(), self._compression_level))
+        body = envelope.serialize()
+        if len(body) < self._compression_threshold:
+            return None, io.BytesIO(body)
+        return "gzip", io.BytesIO(gzip_body(body, self._compression_level))
 
     def kill(self) -> None:
         super().kill()

@@ -168,6 +168,18 @@ def test_sentry_and_otlp_both_receive_the_same_trace(
         transaction["contexts"]["trace"]["span_id"],
         *(span["span_id"] for span in transaction["spans"]),
     }
+    # A transaction of six spans is under OTEL_BRIDGE_COMPRESSION_THRESHOLD (32 KiB): plain.
+    assert _envelope_of(ingest, transaction["event_id"]).content_encoding is None
+
+
+def test_compression_threshold_zero_gzips_every_envelope(
+    ingest: RecordingIngest, shop_server: Any
+) -> None:
+    shop = shop_server(
+        {"SENTRY_DSN": ingest.dsn, "OTEL_BRIDGE_COMPRESSION_THRESHOLD": "0"}
+    )
+    assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
+    [transaction] = _wait(ingest, _transactions_named(ORDER_ROUTE), shop)
     # sentry-sdk's transport compresses, with the cheap gzip level the bridge asks for.
     assert _envelope_of(ingest, transaction["event_id"]).content_encoding == "gzip"
 

@@ -18,7 +18,7 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 
 from otel_bridge import transport as transport_module
-from otel_bridge.transport import BridgeTransport, gzip_body
+from otel_bridge.transport import COMPRESSION_THRESHOLD_OPTION, BridgeTransport, gzip_body
 from tests.rig.ingest import RecordingIngest
 
 
@@ -77,7 +77,6 @@ def test_envelopes_share_one_kept_alive_connection(
     names = {event["transaction"] for event in ingest.events("transaction")}
     assert names == {f"batch {n}" for n in range(10)} | {f"single {n}" for n in range(5)}
     assert ingest.connections_accepted == 1
-    assert {envelope.content_encoding for envelope in ingest.envelopes} == {"gzip"}
 
 
 def test_a_connection_the_ingest_closed_is_reopened_without_loss(
@@ -145,6 +144,28 @@ def test_large_envelopes_arrive_whole(ingest: RecordingIngest, client_factory: A
     [received] = ingest.events("transaction")
     assert len(received["spans"]) == 2_000
     assert received["spans"][1999]["description"] == "SELECT 1999 FROM t"
+    assert ingest.envelopes[0].content_encoding == "gzip"  # over the 32 KiB threshold
+
+
+@pytest.mark.parametrize(
+    ("threshold", "encodings"),
+    [(None, [None, "gzip"]), (0, ["gzip", "gzip"]), (10**9, [None, None])],
+)
+def test_envelopes_under_the_compression_threshold_go_uncompressed(
+    ingest: RecordingIngest, client_factory: Any, threshold: int | None,
+    encodings: list[str | None],
+) -> None:
+    experiments = {} if threshold is None else {COMPRESSION_THRESHOLD_OPTION: threshold}
+    transport = _transport(client_factory(ingest.dsn, _experiments=experiments))
+    small, large = _envelope("small"), _envelope("large")
+    event = large.items[0].payload.json
+    assert event is not None
+    event["spans"] = [{"span_id": f"{n:016x}", "description": "x" * 100} for n in range(400)]
+    for envelope in (small, large):
+        transport.capture_envelope(envelope)
+        transport.flush(timeout=10)
+    assert [envelope.content_encoding for envelope in ingest.envelopes] == encodings
+    assert [e["transaction"] for e in ingest.events("transaction")] == ["small", "large"]
 
 
 def test_compression_none_sends_plain_envelopes(
