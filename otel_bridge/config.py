@@ -241,8 +241,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "compression", "OTEL_BRIDGE_COMPRESSION", "gzip | none", "gzip",
         "How envelopes are compressed: `gzip` (level 1: a sixth of the bytes for a few "
-        "microseconds), or `none` (no compression CPU on the application's machine, about "
-        "five times the bytes; for an ingest on the same network).",
+        "microseconds) for envelopes from `OTEL_BRIDGE_COMPRESSION_THRESHOLD` up, or `none` "
+        "(never: no compression CPU on the application's machine, about five times the "
+        "bytes; for an ingest on the same network).",
         _one_of("gzip", "none"),
     ),
     Setting(

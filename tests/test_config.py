@@ -29,9 +29,11 @@ def test_values_parse() -> None:
             "OTEL_BRIDGE_LOG_EVENT_LEVEL": "warn",
             "OTEL_BRIDGE_DJANGO_ERRORS": " Sentry ",
             "OTEL_BRIDGE_COMPRESSION": "NONE",
+            "OTEL_BRIDGE_COMPRESSION_THRESHOLD": "0",
         }
     )
     assert config.problems == ()
+    assert config.compression_threshold == 0
     assert config.django_errors == "sentry"
     assert config.compression == "none"
     assert config.traces_sample_rate == 0.25
@@ -50,8 +52,10 @@ def test_bad_values_keep_defaults_and_explain_once() -> None:
             "SENTRY_TRACE_PROPAGATION_TARGETS": "([",
             "OTEL_BRIDGE_DJANGO_ERRORS": "integration",
             "OTEL_BRIDGE_COMPRESSION": "brotli",
+            "OTEL_BRIDGE_COMPRESSION_THRESHOLD": "-1",
         }
     )
+    assert config.compression_threshold == 32768
     assert config.dsn is None
     assert (config.django_errors, config.compression) == ("lean", "gzip")
     assert config.traces_sample_rate is None
@@ -64,7 +68,9 @@ def test_bad_values_keep_defaults_and_explain_once() -> None:
         "SENTRY_TRACE_PROPAGATION_TARGETS",
         "OTEL_BRIDGE_DJANGO_ERRORS",
         "OTEL_BRIDGE_COMPRESSION",
+        "OTEL_BRIDGE_COMPRESSION_THRESHOLD",
     }
+    assert "expected an integer >= 0" in problems["OTEL_BRIDGE_COMPRESSION_THRESHOLD"]
     assert "expected one of lean, sentry" in problems["OTEL_BRIDGE_DJANGO_ERRORS"]
     assert "between 0 and 1" in problems["SENTRY_TRACES_SAMPLE_RATE"]
     assert "not-a-dsn" not in problems["SENTRY_DSN"]  # a DSN is a secret, even a broken one
