@@ -20,6 +20,7 @@ from typing import Protocol
 
 _MAX_LINE = 65536  # http.client's limits
 _MAX_HEADERS = 100
+_MAX_INTERIM_RESPONSES = 10  # a server answering "100 Continue" forever must not hang us
 _NO_BODY_STATUSES = frozenset({204, 304})
 _FORBIDDEN_IN_HEAD = ("\r", "\n", "\0")
 
@@ -99,11 +100,13 @@ def host_header(host: str, port: int | None, default_port: int) -> str:
 
 def read_response(reader: LineReader, method: str = "POST") -> Response:
     """Read one response (after any ``1xx`` interim ones) and its whole body."""
-    while True:
+    for _ in range(_MAX_INTERIM_RESPONSES + 1):
         version, status = _read_status(reader)
         fields = _read_fields(reader)
         if not 100 <= status < 200:
             break
+    else:
+        raise http.client.HTTPException("got only interim (1xx) responses")
     headers = ResponseHeaders(fields)
     connection = {token.strip().lower() for token in (headers.get("connection") or "").split(",")}
     # HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told to.

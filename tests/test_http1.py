@@ -95,6 +95,7 @@ _CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         (_CHUNKED + b"ff\r\nab", http.client.IncompleteRead),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", http.client.LineTooLong),
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 12, http.client.HTTPException),
     ],
 )
 def test_broken_responses_raise_http_client_errors(raw: bytes, error: type[Exception]) -> None:
