@@ -18,12 +18,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import sentry_sdk
 from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from sentry_sdk.scope import Scope
+from sentry_sdk.session import Session
+
+from otel_bridge.pipeline.ids import new_uuid4
 
 # Roots that never end must not keep their scopes alive forever.
 MAX_OPEN_SCOPES = 10_000
@@ -60,7 +64,7 @@ class SentryScopeProcessor(SpanProcessor):
         scope = self._base.fork()
         session = span.kind is SpanKind.SERVER and _tracks_sessions(client.options)
         if session:
-            scope.start_session(session_mode="request")
+            _start_request_session(scope, client.options)
         Scope.set_isolation_scope(scope)
         with self._lock:
             self._open[span.context.span_id] = _OpenScope(scope, current, session)
@@ -101,6 +105,27 @@ def _has_session(scope: Scope) -> bool:
     # sentry-sdk's request middlewares (Flask, ASGI, ...) start a request session on the
     # isolation scope they fork; there is no public accessor for it.
     return getattr(scope, "_session", None) is not None
+
+
+def _start_request_session(scope: Scope, options: dict[str, Any]) -> None:
+    """``scope.start_session(session_mode="request")`` without its ``uuid.uuid4()``.
+
+    uuid4 reads ``os.urandom``, a system call around which CPython hands the GIL to the
+    exporter's threads, on every request (see otel_bridge/pipeline/ids.py). A request-mode
+    session is only counted into sentry-sdk's aggregates, its id never sent, so it gets one
+    from a pseudo-random generator. On a sentry-sdk whose scope keeps these elsewhere,
+    sentry-sdk starts the session itself."""
+    if not (hasattr(scope, "_session") and hasattr(scope, "_user")):
+        scope.start_session(session_mode="request")
+        return
+    scope.end_session()  # what start_session does first
+    scope._session = Session(
+        sid=new_uuid4(),
+        release=options.get("release"),
+        environment=options.get("environment"),
+        user=scope._user,
+        session_mode="request",
+    )
 
 
 def _tracks_sessions(options: dict[str, object]) -> bool:

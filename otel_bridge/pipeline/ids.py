@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 
 _generator = random.Random()
 os.register_at_fork(after_in_child=_generator.seed)
@@ -25,5 +26,13 @@ _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 def new_event_id() -> str:
     """A random UUID4 as 32 hex digits, the form of ``uuid.uuid4().hex``."""
-    bits = (_generator.getrandbits(128) & ~_FIXED_BITS_MASK) | _UUID4_BITS
-    return f"{bits:032x}"
+    return f"{_uuid4_bits():032x}"
+
+
+def _uuid4_bits() -> int:
+    return (_generator.getrandbits(128) & ~_FIXED_BITS_MASK) | _UUID4_BITS
+
+
+def new_uuid4() -> uuid.UUID:
+    """A random UUID4, the value of ``uuid.uuid4()``, without the system call."""
+    return uuid.UUID(int=_uuid4_bits())
