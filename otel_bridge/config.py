@@ -55,24 +55,22 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
-def _parse_positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidSetting(f"expected a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise InvalidSetting(f"expected a positive integer, got {raw!r}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidSetting(f"expected {expected}, got {raw!r}") from None
+        if value < minimum:
+            raise InvalidSetting(f"expected {expected}, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _parse_non_negative_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidSetting(f"expected an integer >= 0, got {raw!r}") from None
-    if value < 0:
-        raise InvalidSetting(f"expected an integer >= 0, got {raw!r}")
-    return value
+_parse_positive_int = _int_at_least(1)
 
 
 def _parse_list(raw: str) -> tuple[str, ...]:
@@ -253,7 +251,7 @@ SETTINGS: tuple[Setting, ...] = (
         "the application's threads and back, which under load costs more than the "
         "compression (docs/benchmarks.md); a transaction of a few spans is 2-8 KB. `0` "
         "compresses every envelope (about a sixth of the bytes).",
-        _parse_non_negative_int,
+        _int_at_least(0),
     ),
     Setting(
         "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,

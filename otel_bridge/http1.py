@@ -32,10 +32,11 @@ class LineReader(Protocol):
 
 class ResponseHeaders(Mapping[str, str]):
     """Response headers looked up by any case, as sentry-sdk does (``Retry-After``,
-    ``x-sentry-rate-limits``); a repeated header's values joined by ", " (RFC 9110, 5.3)."""
+    ``x-sentry-rate-limits``); a repeated header's values joined by ", " (RFC 9110, 5.3).
+    ``get`` and ``in`` come from ``Mapping``, through ``__getitem__``."""
 
-    def __init__(self, fields: dict[str, str] | None = None) -> None:
-        self._fields = fields if fields is not None else {}
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields  # keys lower-cased
 
     def __getitem__(self, name: str) -> str:
         return self._fields[name.lower()]
@@ -45,15 +46,6 @@ class ResponseHeaders(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._fields)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._fields
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return self._fields.get(name.lower(), default)
-
-    def __repr__(self) -> str:
-        return f"ResponseHeaders({self._fields!r})"
 
 
 class Response:
@@ -98,8 +90,8 @@ def host_header(host: str, port: int | None, default_port: int) -> str:
     return f"{name}:{port}"
 
 
-def read_response(reader: LineReader, method: str = "POST") -> Response:
-    """Read one response (after any ``1xx`` interim ones) and its whole body."""
+def read_response(reader: LineReader) -> Response:
+    """Read the response to a POST (after any ``1xx`` interim ones) and its whole body."""
     for _ in range(_MAX_INTERIM_RESPONSES + 1):
         version, status = _read_status(reader)
         fields = _read_fields(reader)
@@ -112,7 +104,7 @@ def read_response(reader: LineReader, method: str = "POST") -> Response:
     # HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told to.
     will_close = "keep-alive" not in connection if version == "HTTP/1.0" else "close" in connection
 
-    if status in _NO_BODY_STATUSES or method == "HEAD":
+    if status in _NO_BODY_STATUSES:
         return Response(status, headers, b"", will_close)
     if (headers.get("transfer-encoding") or "").strip().lower().endswith("chunked"):
         return Response(status, headers, _read_chunked(reader), will_close)

@@ -8,7 +8,7 @@ import http.client
 import io
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -16,8 +16,8 @@ from otel_bridge.http1 import host_header, read_response, request_head
 from otel_bridge.transport import KeptAliveConnection
 
 
-def _read(raw: bytes, method: str = "POST") -> tuple[int, dict[str, str], bytes, bool]:
-    response = read_response(io.BufferedReader(io.BytesIO(raw)), method)
+def _read(raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    response = read_response(io.BufferedReader(io.BytesIO(raw)))
     return response.status, dict(response.headers), response.data, response.will_close
 
 
@@ -73,10 +73,9 @@ def test_a_body_without_length_runs_to_the_end_of_the_connection() -> None:
     assert _read(b"HTTP/1.1 200 OK\r\n\r\nall of it")[2:] == (b"all of it", True)
 
 
-def test_no_body_for_204_304_and_head() -> None:
+def test_no_body_for_204_and_304() -> None:
     assert _read(b"HTTP/1.1 204 No Content\r\n\r\nNEXT")[2] == b""
     assert _read(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n")[2] == b""
-    assert _read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD")[2] == b""
 
 
 _CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -179,22 +178,29 @@ class _ScriptedServer:
         self._listener.close()
 
 
+Scripted = Callable[..., tuple[_ScriptedServer, KeptAliveConnection]]
+
+
 @pytest.fixture
-def scripted() -> Iterator[type[_ScriptedServer]]:
-    servers: list[_ScriptedServer] = []
+def scripted() -> Iterator[Scripted]:
+    """A scripted server and a transport connection to it; both closed after the test."""
+    made: list[tuple[_ScriptedServer, KeptAliveConnection]] = []
 
-    class Tracked(_ScriptedServer):
-        def __init__(self, script: list[tuple[bytes, bool]]) -> None:
-            super().__init__(script)
-            servers.append(self)
+    def make(
+        script: list[tuple[bytes, bool]], timeout: float = 5.0
+    ) -> tuple[_ScriptedServer, KeptAliveConnection]:
+        server = _ScriptedServer(script)
+        made.append((server, KeptAliveConnection("http", "127.0.0.1", server.port, timeout)))
+        return made[-1]
 
-    yield Tracked
-    for server in servers:
+    yield make
+    for server, connection in made:
+        connection.close()
         server.stop()
 
 
-def test_exchanges_over_one_socket_in_every_framing(scripted: type[_ScriptedServer]) -> None:
-    server = scripted([
+def test_exchanges_over_one_socket_in_every_framing(scripted: Scripted) -> None:
+    server, connection = scripted([
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
          b"3\r\ntwo\r\n0\r\n\r\n", False),
@@ -202,14 +208,10 @@ def test_exchanges_over_one_socket_in_every_framing(scripted: type[_ScriptedServ
          b"Content-Length: 0\r\n\r\n", True),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfour", False),
     ])
-    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0)
-    try:
-        answers = [
-            connection.post("/api/1/envelope/", f"body {n}".encode(), {"X-N": str(n)})
-            for n in range(4)
-        ]
-    finally:
-        connection.close()
+    answers = [
+        connection.post("/api/1/envelope/", f"body {n}".encode(), {"X-N": str(n)})
+        for n in range(4)
+    ]
     assert [(a.status, a.data) for a in answers] == [
         (200, b"one"), (200, b"two"), (429, b""), (200, b"four")
     ]
@@ -225,31 +227,25 @@ def test_exchanges_over_one_socket_in_every_framing(scripted: type[_ScriptedServ
 
 
 def test_a_server_that_closes_without_answering_is_an_error_on_a_fresh_connection(
-    scripted: type[_ScriptedServer],
+    scripted: Scripted,
 ) -> None:
     # Closing a kept-alive connection earns one retry; a fresh one that ends without any
     # answer is the ingest's failure, raised for sentry-sdk to count as a network error.
-    server = scripted([(b"", True), (b"", True)])
-    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0)
-    try:
-        with pytest.raises(http.client.RemoteDisconnected):
-            connection.post("/", b"x", {})
-    finally:
-        connection.close()
+    server, connection = scripted([(b"", True), (b"", True)])
+    with pytest.raises(http.client.RemoteDisconnected):
+        connection.post("/", b"x", {})
     assert server.connections == 1
 
 
 def test_an_ingest_that_stops_answering_times_out_without_a_second_attempt(
-    scripted: type[_ScriptedServer],
+    scripted: Scripted,
 ) -> None:
     # The request may have reached the ingest: sending it again could store it twice.
-    server = scripted([(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False), (b"", False)])
-    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 0.5)
-    try:
-        assert connection.post("/", b"first", {}).status == 200
-        with pytest.raises(TimeoutError, match="did not answer in time"):
-            connection.post("/", b"second", {})
-    finally:
-        connection.close()
+    server, connection = scripted(
+        [(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False), (b"", False)], timeout=0.5
+    )
+    assert connection.post("/", b"first", {}).status == 200
+    with pytest.raises(TimeoutError, match="did not answer in time"):
+        connection.post("/", b"second", {})
     assert server.connections == 1
     assert [r.split(b"\r\n\r\n", 1)[1] for r in server.requests] == [b"first", b"second"]
