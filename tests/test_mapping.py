@@ -796,3 +796,41 @@ def test_a_live_span_is_named_from_its_current_attributes() -> None:
     span.set_attribute("http.route", "orders/<int:id>/")
     assert transaction_name_and_source(span) == ("GET orders/<int:id>/", "route")
     span.end()
+
+
+def test_attributes_of_finished_spans_are_remembered_only_while_a_batch_is_mapped() -> None:
+    """The tracker names every local root as it ends, on the request thread; remembering
+    those reads kept up to 4,096 finished roots alive for good under an exporter that never
+    clears the memory (OTEL_TRACES_EXPORTER=otlp with a DSN set)."""
+    import gc
+    import threading
+    import weakref
+
+    from otel_bridge.pipeline.mapping import remembering_span_attributes, span_attributes
+
+    root = make_span("GET /", kind=SpanKind.SERVER,
+                     attributes={"http.request.method": "GET", "http.route": "/"})
+    assert span_attributes(root) is not span_attributes(root)
+    assert transaction_name_and_source(root) == ("GET /", "route")
+    forgotten = weakref.ref(root)
+    del root
+    gc.collect()
+    assert forgotten() is None
+
+    batch_span = make_span("SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"})
+    with remembering_span_attributes():
+        first = span_attributes(batch_span)
+        assert span_attributes(batch_span) is first
+        elsewhere: list[bool] = []
+        reader = threading.Thread(
+            target=lambda span, seen: elsewhere.append(span_attributes(span) is seen),
+            args=(batch_span, first),
+        )
+        reader.start()
+        reader.join()
+        assert elsewhere == [False]
+    assert span_attributes(batch_span) is not first
+    after_batch = weakref.ref(batch_span)
+    del batch_span, first
+    gc.collect()
+    assert after_batch() is None

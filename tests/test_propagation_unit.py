@@ -409,3 +409,37 @@ def test_forgotten_traces_get_the_same_dsc_again() -> None:
     again = tracker.dsc_for(contexts[0], None)
     assert again == first
     assert float(first["sample_rand"]) < float(first["sample_rate"])
+
+
+def test_ended_traces_are_remembered_outside_the_garbage_collector() -> None:
+    """Thousands of remembered traces must not be scanned by every full collection of the
+    application's heap (nor bring the next one forward as they are promoted): what the
+    tracker keeps of a trace whose roots ended is plain tuples, which CPython stops
+    tracking. The DSC it serves afterwards is still the one the request propagated."""
+    import gc
+
+    with rig(rate=0.5) as r:
+        propagated: dict[int, str] = {}
+        for _ in range(200):
+            with r.tracer.start_as_current_span("GET /orders/", kind=trace.SpanKind.SERVER) as root:
+                propagated[root.get_span_context().trace_id] = r.inject()["baggage"]
+        open_trace = r.tracer.start_span("job", kind=trace.SpanKind.CONSUMER)
+        # A tuple is untracked once the tuples it holds are; a full collection visits the
+        # young generations before the middle one, so the second one finishes the job.
+        gc.collect()
+        gc.collect()
+
+        remembered = dict(r.tracker._traces)
+        assert len(remembered) == 201
+        open_id = open_trace.get_span_context().trace_id
+        assert gc.is_tracked(remembered.pop(open_id))  # an open root's entry holds the span
+        assert [v for v in remembered.values() if gc.is_tracked(v)] == []
+        sampled = {t for t, baggage in propagated.items() if "sentry-sampled=true" in baggage}
+        assert 0 < len(sampled) < 200  # both kinds of trace are remembered
+
+        for trace_id, baggage in propagated.items():
+            late = trace.SpanContext(trace_id, 7, is_remote=False,
+                                     trace_flags=trace.TraceFlags(int(trace_id in sampled)))
+            with trace.use_span(trace.NonRecordingSpan(late)):
+                assert r.inject()["baggage"] == baggage
+        open_trace.end()
