@@ -14,9 +14,12 @@ encoder, which raises as it always did.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sentry_sdk.envelope import Envelope
+from sentry_sdk.envelope import Envelope, Item, PayloadRef
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event
 
 try:
     import orjson
@@ -45,3 +48,36 @@ def encode_payloads(envelope: Envelope) -> None:
         payload = item.payload
         if payload.bytes is None and payload.json is not None:
             payload.bytes = payload_bytes(payload.json)
+
+
+class EncodedTransaction(Item):
+    """A transaction item whose payload is JSON already, encoded as soon as it is mapped.
+
+    The span pipeline maps a whole batch of transactions before the transport sends them one
+    by one. Kept as dicts until then, each event's objects outlived the collector's young
+    generations and were promoted to the oldest, bringing the next full collection of the
+    application's heap forward (full collections fell from 2.0 to 1.6 per 1,000 requests in
+    the benchmark's burst, 2026-11-23); an outage holds up to a queue's worth of them. As
+    bytes, an event is one object the collector does not track.
+
+    sentry-sdk reads a transaction item's event in one place, to count the spans of one it
+    drops (client reports); that count is what :meth:`get_transaction_event` answers."""
+
+    def __init__(self, payload: bytes, span_count: int) -> None:
+        super().__init__(
+            payload=PayloadRef(bytes=payload), type="transaction",
+            content_type="application/json",
+        )
+        self.span_count = span_count
+
+    def get_transaction_event(self) -> Event:
+        return {"spans": [{}] * self.span_count}
+
+
+def add_transaction(envelope: Envelope, event: Event) -> None:
+    """``envelope.add_transaction(event)``, with the event encoded now when orjson can."""
+    encoded = payload_bytes(event)
+    if encoded is None:
+        envelope.add_transaction(event)
+        return
+    envelope.add_item(EncodedTransaction(encoded, len(event.get("spans") or ())))

@@ -9,7 +9,7 @@ import pytest
 from sentry_sdk.envelope import Envelope
 
 from otel_bridge import serialization
-from otel_bridge.serialization import encode_payloads, payload_bytes
+from otel_bridge.serialization import add_transaction, encode_payloads, payload_bytes
 
 
 def _transaction() -> dict[str, Any]:
@@ -74,3 +74,43 @@ def test_without_orjson_sentry_sdk_encodes_everything(monkeypatch: pytest.Monkey
     encode_payloads(envelope)
     assert envelope.items[0].payload.bytes is None
     assert _items(envelope.serialize())[0][1]["transaction"] == "GET /ü/<id>"
+
+
+def test_a_transaction_encoded_when_mapped_is_the_one_sentry_sdk_would_send() -> None:
+    ours = Envelope(headers={"event_id": "a" * 32})
+    event = _transaction()
+    add_transaction(ours, event)  # type: ignore[arg-type]
+    event["spans"].append({"span_id": "e" * 16})  # later changes are not sent: it is encoded
+    theirs = Envelope(headers={"event_id": "a" * 32})
+    theirs.add_transaction(_transaction())  # type: ignore[arg-type]
+
+    (item,) = ours.items
+    assert item.payload.json is None  # nothing of the event is kept but its bytes
+    ours_items, theirs_items = _items(ours.serialize()), _items(theirs.serialize())
+    assert [payload for _, payload in ours_items] == [payload for _, payload in theirs_items]
+    assert {**ours_items[0][0], "length": 0} == {**theirs_items[0][0], "length": 0}
+    assert item.data_category == "transaction"
+
+
+def test_a_dropped_encoded_transaction_still_counts_its_spans() -> None:
+    """sentry-sdk's client reports count a dropped transaction's spans from its event."""
+    import sentry_sdk
+
+    client = sentry_sdk.Client(dsn="http://key@127.0.0.1:9/1", default_integrations=False)
+    transport = client.transport
+    assert transport is not None
+    envelope = Envelope()
+    event = {**_transaction(), "spans": [{"span_id": f"{n:016x}"} for n in range(7)]}
+    add_transaction(envelope, event)  # type: ignore[arg-type]
+    transport.record_lost_event("ratelimit_backoff", item=envelope.items[0])
+    assert transport._discarded_events == {  # type: ignore[attr-defined]  # no public view
+        ("transaction", "ratelimit_backoff"): 1, ("span", "ratelimit_backoff"): 8,
+    }
+    transport.kill()  # nothing to deliver: the ingest at port 9 does not exist
+
+
+def test_what_orjson_cannot_encode_goes_as_sentry_sdk_would_send_it() -> None:
+    envelope = Envelope()
+    event = {**_transaction(), "huge": 1 << 70}
+    add_transaction(envelope, event)  # type: ignore[arg-type]
+    assert envelope.items[0].payload.json is event

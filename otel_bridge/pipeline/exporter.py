@@ -51,6 +51,7 @@ from otel_bridge.pipeline.span_errors import (
     should_report_span_errors,
 )
 from otel_bridge.runtime import Runtime, get_runtime
+from otel_bridge.serialization import add_transaction
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -220,7 +221,12 @@ class SentrySpanExporter(SpanExporter):
         if dsc:
             headers["trace"] = dsc
         envelope = Envelope(headers=headers)
-        envelope.add_transaction(cast("Event", event))
+        if callable(getattr(transport, "capture_envelopes", None)):
+            # otel-bridge's own transport: nothing reads the event after this (see
+            # EncodedTransaction); another transport gets the event as sentry-sdk makes it.
+            add_transaction(envelope, cast("Event", event))
+        else:
+            envelope.add_transaction(cast("Event", event))
         return envelope
 
     def _scrub(self, event: dict[str, Any], resource: Resource) -> dict[str, Any]:
