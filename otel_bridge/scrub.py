@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
+from otel_bridge.span_attributes import attributes_view
+
 if TYPE_CHECKING:
     from otel_bridge.config import BridgeConfig
 
@@ -103,7 +105,11 @@ def _remembering(scrub: Callable[[str], str]) -> Callable[[str], str]:
 
     def remembering(value: str) -> str:
         if isinstance(value, str) and len(value) <= _REMEMBERED_LENGTH:
-            return cached(value)
+            scrubbed = cached(value)
+            # The remembered result is the first equal string's object: an unchanged value
+            # is handed back as itself, so callers can tell "unchanged" by identity (a span
+            # nothing was scrubbed from is not copied; see scrub_readable_span).
+            return value if scrubbed == value else scrubbed
         return scrub(value)
 
     return remembering
@@ -642,7 +648,7 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
         if description != status.description:
             status = Status(status.status_code, description)
     name = scrubber.scrub_text(span.name)
-    original = span.attributes or {}
+    original = attributes_view(span)
     attributes = scrubber.scrub_attributes(original)
     original_events = span.events  # a new tuple at every read
     events = [_scrub_event(scrubber, event) for event in original_events]

@@ -118,8 +118,9 @@ class SentrySpanExporter(SpanExporter):
         if self._shutdown:
             return
         with self._lock:
+            sent_at = _now_timestamp()
             self._send(
-                [self._envelope_for(assembled) for assembled in self._assembler.drain()],
+                [self._envelope_for(assembled, sent_at) for assembled in self._assembler.drain()],
                 self._deadline(),
             )
             self._report_assembly_drops()
@@ -134,7 +135,8 @@ class SentrySpanExporter(SpanExporter):
             own = [span for span in spans if not self._is_ingest_request(span)]
             ready = self._assembler.add(own, now)
             self._assembler.expire(now)
-            envelopes = [self._envelope_for(assembled) for assembled in ready]
+            sent_at = _now_timestamp()
+            envelopes = [self._envelope_for(assembled, sent_at) for assembled in ready]
         self._send(envelopes, self._deadline())
         self._report_assembly_drops()
 
@@ -165,7 +167,7 @@ class SentrySpanExporter(SpanExporter):
                 self.lost_transactions += 1
             transport.capture_envelope(envelope)
 
-    def _envelope_for(self, assembled: AssembledTransaction) -> Envelope | None:
+    def _envelope_for(self, assembled: AssembledTransaction, sent_at: str) -> Envelope | None:
         """The transaction envelope of an assembled local root, or None when there is
         nothing to send (unsampled, no transport, transactions rate-limited)."""
         transport = self._transport_source()
@@ -216,7 +218,7 @@ class SentrySpanExporter(SpanExporter):
         event = self._scrub(event, root.resource)
         headers: dict[str, object] = {
             "event_id": event["event_id"],
-            "sent_at": format_timestamp(datetime.now(timezone.utc)),
+            "sent_at": sent_at,
         }
         if dsc:
             headers["trace"] = dsc
@@ -329,6 +331,13 @@ class SentrySpanExporter(SpanExporter):
             except ValueError:
                 return False
         return (str(host), port if isinstance(port, int) else None) == self._ingest
+
+
+def _now_timestamp() -> str:
+    # One `sent_at` for the envelopes of a batch, mapped within milliseconds: formatting the
+    # time was 6% of the batch thread's samples when done per transaction (py-spy,
+    # 2026-11-23). Relay corrects a client's clock only for drifts of 55 minutes or more.
+    return format_timestamp(datetime.now(timezone.utc))
 
 
 def _scrubber(config: BridgeConfig) -> Scrubber | None:

@@ -30,6 +30,7 @@ from opentelemetry.util.types import Attributes
 from otel_bridge import __version__ as _bridge_version
 from otel_bridge.dsc import INTERNAL_ATTRIBUTES
 from otel_bridge.pipeline.ids import new_event_id
+from otel_bridge.span_attributes import attributes_view
 
 ORIGIN = "auto.otel"
 DEFAULT_OP = "default"
@@ -142,13 +143,7 @@ def remembering_span_attributes() -> Iterator[None]:
 
 
 def _attributes_copy(span: ReadableSpan) -> dict[str, Any]:
-    # The SDK's public view is a MappingProxy over BoundedAttributes, whose Python-level
-    # iteration costs about 15x a copy of the plain dict it keeps (``_dict``, private): that
-    # dict when it is there, the public view otherwise.
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if isinstance(inner, dict):
-        return dict(inner)
-    return dict(span.attributes or {})
+    return dict(attributes_view(span))
 
 
 _attrs = span_attributes
