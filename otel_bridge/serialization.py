@@ -39,6 +39,25 @@ def payload_bytes(value: Any) -> bytes | None:
         return None
 
 
+def envelope_bytes(envelope: Envelope) -> bytes:
+    """``envelope.serialize()``, with its header lines encoded by orjson as well: a line of
+    envelope headers, then for each item a line of its headers (with the payload's length)
+    and its payload, each line ended by a newline. sentry-sdk encodes the two header lines
+    of a transaction envelope with ``json.dumps``, a few µs each on the transport's thread."""
+    encode_payloads(envelope)
+    headers = payload_bytes(envelope.headers)
+    if headers is None:
+        return envelope.serialize()
+    lines = [headers]
+    for item in envelope.items:
+        payload = item.get_bytes()
+        item_headers = payload_bytes({**item.headers, "length": len(payload)})
+        if item_headers is None:
+            return envelope.serialize()
+        lines += (item_headers, payload)
+    return b"\n".join(lines) + b"\n"
+
+
 def encode_payloads(envelope: Envelope) -> None:
     """Encode each JSON payload of ``envelope`` with orjson when it can be, before
     sentry-sdk serialises the envelope. The bytes stay on the payload, as sentry-sdk's own

@@ -36,7 +36,7 @@ from sentry_sdk.utils import capture_internal_exceptions
 
 from otel_bridge.forks import reset_in_forked_children
 from otel_bridge.http1 import Response, host_header, read_response, request_head
-from otel_bridge.serialization import encode_payloads
+from otel_bridge.serialization import encode_payloads, envelope_bytes
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_TIMEOUT = 30.0
@@ -321,10 +321,12 @@ class BridgeTransport(HttpTransport):
         # gzip format at the same level. Below the threshold, no compressor call at all:
         # under load that GIL release costs more than the bytes it saves (see the
         # OTEL_BRIDGE_COMPRESSION_THRESHOLD setting).
-        encode_payloads(envelope)
-        if self._compression_algo != "gzip" or not self._compression_level:
+        if not self._compression_level:
+            return None, io.BytesIO(envelope_bytes(envelope))
+        if self._compression_algo != "gzip":
+            encode_payloads(envelope)
             return super()._serialize_envelope(envelope)
-        body = envelope.serialize()
+        body = envelope_bytes(envelope)
         if len(body) < self._compression_threshold:
             return None, io.BytesIO(body)
         return "gzip", io.BytesIO(gzip_body(body, self._compression_level))

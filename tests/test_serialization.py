@@ -6,10 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from sentry_sdk.envelope import Envelope
+from sentry_sdk.envelope import Envelope, Item
 
 from otel_bridge import serialization
-from otel_bridge.serialization import add_transaction, encode_payloads, payload_bytes
+from otel_bridge.serialization import (
+    add_transaction,
+    encode_payloads,
+    envelope_bytes,
+    payload_bytes,
+)
 
 
 def _transaction() -> dict[str, Any]:
@@ -114,3 +119,30 @@ def test_what_orjson_cannot_encode_goes_as_sentry_sdk_would_send_it() -> None:
     event = {**_transaction(), "huge": 1 << 70}
     add_transaction(envelope, event)  # type: ignore[arg-type]
     assert envelope.items[0].payload.json is event
+
+
+def test_a_whole_envelope_is_the_bytes_sentry_sdk_writes() -> None:
+    envelope = Envelope(headers={"event_id": "a" * 32, "trace": {"public_key": "k", "x": "ü"}})
+    envelope.add_transaction(_transaction())  # type: ignore[arg-type]
+    envelope.add_item(Item(payload=b'{"status":"ok"}', type="session"))
+    theirs = Envelope(headers=dict(envelope.headers))
+    theirs.add_transaction(_transaction())  # type: ignore[arg-type]
+    theirs.add_item(Item(payload=b'{"status":"ok"}', type="session"))
+
+    ours_bytes = envelope_bytes(envelope)
+    assert ours_bytes.endswith(b"\n") and ours_bytes.count(b"\n") == 5
+    ours_read = Envelope.deserialize(ours_bytes)
+    theirs_read = Envelope.deserialize(theirs.serialize())
+    assert ours_read.headers == theirs_read.headers
+    assert [(i.headers["type"], json.loads(i.get_bytes())) for i in ours_read.items] == [
+        (i.headers["type"], json.loads(i.get_bytes())) for i in theirs_read.items
+    ]
+    # each item's length is that of its payload as written, so a reader finds the next item
+    lines = ours_bytes.split(b"\n")
+    assert [json.loads(lines[n])["length"] for n in (1, 3)] == [len(lines[n]) for n in (2, 4)]
+
+
+def test_headers_orjson_cannot_encode_leave_the_envelope_to_sentry_sdk() -> None:
+    envelope = Envelope(headers={"event_id": "a" * 32, "odd": 1 << 70})
+    envelope.add_transaction(_transaction())  # type: ignore[arg-type]
+    assert envelope_bytes(envelope) == envelope.serialize()
