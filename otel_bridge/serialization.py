@@ -3,8 +3,9 @@
 sentry-sdk encodes each payload with the standard library's ``json`` (30 µs for a
 transaction of six spans, 2 µs with orjson, measured 2026-11-23): on the span pipeline,
 where every transaction is an envelope, that is a tenth of what sending one costs. The
-envelope format itself stays sentry-sdk's (``Envelope.serialize``); only each payload's bytes
-are made here first.
+envelope format stays sentry-sdk's (``Envelope.serialize``: a line of headers, then each
+item's header line and payload); its lines are written here with orjson, and the span
+pipeline's transactions are encoded as soon as they are mapped (:class:`EncodedTransaction`).
 
 Where the two encoders differ, orjson's result is the one Sentry reads better: it writes NaN
 and infinities as ``null`` where sentry-sdk's encoder refuses the whole envelope. Payloads

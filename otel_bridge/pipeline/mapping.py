@@ -126,6 +126,7 @@ def _finished_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
 # The thread mapping an export batch; only its reads are remembered. Reads elsewhere (the
 # tracker names each local root as it ends) would keep spans alive until the next batch
 # clears the cache, or for good under an exporter that never does (OTEL_TRACES_EXPORTER=otlp).
+# Two exporters mapping at once (two tracer providers) only lose the shortcut.
 _remembering_thread: int | None = None
 
 
