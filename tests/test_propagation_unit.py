@@ -423,7 +423,9 @@ def test_ended_traces_are_remembered_outside_the_garbage_collector() -> None:
         for _ in range(200):
             with r.tracer.start_as_current_span("GET /orders/", kind=trace.SpanKind.SERVER) as root:
                 propagated[root.get_span_context().trace_id] = r.inject()["baggage"]
-        open_trace = r.tracer.start_span("job", kind=trace.SpanKind.CONSUMER)
+        sampled_upstream = r.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"})
+        open_trace = r.tracer.start_span("job", sampled_upstream, kind=trace.SpanKind.CONSUMER)
+        assert open_trace.is_recording()
         # A tuple is untracked once the tuples it holds are; a full collection visits the
         # young generations before the middle one, so the second one finishes the job.
         gc.collect()
