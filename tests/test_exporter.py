@@ -329,3 +329,60 @@ def test_no_span_is_kept_alive_by_the_exporter_after_its_batch(
     gc.collect()
     assert len(kept) == 4
     assert [ref for ref in kept if ref() is not None] == []
+
+
+def test_a_transport_of_the_users_own_gets_the_event_and_ours_gets_it_encoded(
+    ingest: RecordingIngest,
+) -> None:
+    """otel-bridge encodes a transaction as soon as it is mapped only for its own transport,
+    which reads nothing of it afterwards; a transport given to sentry-sdk by the application
+    receives the event as sentry-sdk's own `add_transaction` makes it."""
+    from sentry_sdk.envelope import Envelope
+    from sentry_sdk.transport import Transport
+
+    from otel_bridge.serialization import EncodedTransaction
+    from otel_bridge.transport import BridgeTransport
+
+    class Keeping(Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.envelopes: list[Envelope] = []
+
+        def capture_envelope(self, envelope: Envelope) -> None:
+            self.envelopes.append(envelope)
+
+    class Ours(BridgeTransport):
+        handed: list[type] = []
+
+        def capture_envelopes(self, envelopes: Any) -> bool:
+            self.handed.extend(type(item) for envelope in envelopes for item in envelope.items)
+            return super().capture_envelopes(envelopes)
+
+    config = load_config({"SENTRY_DSN": ingest.dsn})
+
+    def export_a_job(transport: Transport) -> None:
+        exporter = SentrySpanExporter(runtime=Runtime(config), transport_source=lambda: transport)
+        provider = TracerProvider(resource=RESOURCE)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("test").start_as_current_span("job", kind=SpanKind.CONSUMER):
+            provider.get_tracer("test").start_span("step").end()
+        provider.shutdown()
+
+    keeping = Keeping()
+    export_a_job(keeping)
+    [envelope] = keeping.envelopes
+    [item] = envelope.items
+    assert not isinstance(item, EncodedTransaction)
+    assert envelope.get_transaction_event()["transaction"] == "job"  # type: ignore[index]
+
+    options_of = sentry_sdk.Client(dsn=ingest.dsn)
+    own = Ours(options_of.options)
+    options_of.close(timeout=0)
+    try:
+        export_a_job(own)
+        assert own.handed == [EncodedTransaction]
+        own.flush(timeout=10)
+        [event] = ingest.wait_for_items("transaction", 1)
+        assert [span["description"] for span in event["spans"]] == ["step"]
+    finally:
+        own.kill()

@@ -52,6 +52,7 @@ from otel_bridge.pipeline.span_errors import (
 )
 from otel_bridge.runtime import Runtime, get_runtime
 from otel_bridge.serialization import add_transaction
+from otel_bridge.transport import BridgeTransport
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event
@@ -223,8 +224,8 @@ class SentrySpanExporter(SpanExporter):
         if dsc:
             headers["trace"] = dsc
         envelope = Envelope(headers=headers)
-        if callable(getattr(transport, "capture_envelopes", None)):
-            # otel-bridge's own transport: nothing reads the event after this (see
+        if isinstance(transport, BridgeTransport):
+            # Nothing reads the event after this in otel-bridge's own transport (see
             # EncodedTransaction); another transport gets the event as sentry-sdk makes it.
             add_transaction(envelope, cast("Event", event))
         else:
