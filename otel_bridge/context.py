@@ -227,9 +227,11 @@ def sentry_fields_from_attributes(
     tags: dict[str, str] = {}
     contexts: dict[str, dict[str, Any]] = {}
     fingerprint: list[str] = []
+    prefixed = False
     for key, value in attributes.items():
         if not key.startswith(_FIELD_PREFIXES):
             continue  # most attributes (HTTP, SQL, ...): one C-level check each
+        prefixed = True
         if key in _USER_FIELDS:
             user.setdefault(_USER_FIELDS[key], value)
         elif key.startswith("user.") and len(key) > 5:
@@ -244,6 +246,8 @@ def sentry_fields_from_attributes(
                 contexts.setdefault(name, {})[field] = _context_value(value)
         elif key == FINGERPRINT_ATTRIBUTE:
             fingerprint = [value] if isinstance(value, str) else [str(v) for v in value]
+    if not prefixed and not send_default_pii and not tag_keys:
+        return {}  # most spans, every span of a transaction: nothing below could add a field
     if send_default_pii:
         for key in _USER_IP_ATTRIBUTES:
             if isinstance(attributes.get(key), str):

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
-from otel_bridge.span_attributes import attributes_view
+from otel_bridge.span_attributes import attributes_view, events_view
 
 if TYPE_CHECKING:
     from otel_bridge.config import BridgeConfig
@@ -98,6 +98,12 @@ def _key_regex(keys: Sequence[str]) -> str:
 
 _REMEMBERED_VALUES = 2048
 _REMEMBERED_LENGTH = 1024
+_REMEMBERED_KEYS = 4096
+
+# How an OTel attribute is scrubbed, by its key alone (see Scrubber.changed_attributes).
+_PLAIN, _DROPPED, _TEXT, _TEXT_SENSITIVE, _SENSITIVE, _URL, _QUERY, _SQL = range(8)
+_PLAIN_SCALARS = frozenset({str, int, float, bool})
+_LEFT_OUT = object()  # what _scrub_attribute returns for an attribute that is dropped
 
 
 def _remembering(scrub: Callable[[str], str]) -> Callable[[str], str]:
@@ -154,6 +160,7 @@ class Scrubber:
             re.IGNORECASE,
         )
         self.is_sensitive_key = lru_cache(maxsize=4096)(self._is_sensitive_key)
+        self._attribute_kinds: dict[str, int] = {}
         # Spans repeat the same values (one SQL template per query site, one URL per route):
         # each distinct short value is scrubbed once. Long ones (log messages) are not kept.
         self.scrub_query = _remembering(self._scrub_query)
@@ -211,6 +218,8 @@ class Scrubber:
             return value
         if isinstance(value, list | tuple):
             items = [self._value(key, item, text=text, depth=depth + 1) for item in value]
+            if all(new is old for new, old in zip(items, value, strict=True)):
+                return value  # unchanged: the same object, so a clean span is not copied
             return tuple(items) if isinstance(value, tuple) else items
         if isinstance(value, Mapping):
             return self._mapping(value, text=text, depth=depth)
@@ -331,32 +340,83 @@ class Scrubber:
         """OTel conventions: URLs, queries, SQL, headers, exception text, client IP/e-mail."""
         if not self.enabled:
             return dict(attributes)
-        result: dict[str, Any] = {}
-        # Runs on the request thread for every span: the common cases come first and cheap.
+        changed = self.changed_attributes(attributes)
+        return dict(attributes) if changed is None else changed
+
+    def changed_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+        """:meth:`scrub_attributes`, or None when scrubbing changes nothing.
+
+        Runs on the batch thread for every attribute of every span, most of which change
+        nothing: a clean span costs no copy, and a key is classified once, not once per span.
+        An unchanged value is the very object it was (the remembering scrubbers hand back
+        the value itself), so "unchanged" is told by identity."""
+        if not self.enabled:
+            return None
+        kinds = self._attribute_kinds
+        result: dict[str, Any] | None = None
         for key, value in attributes.items():
-            if not self.send_default_pii and key in PII_ATTRIBUTES:
-                continue
-            sensitive = self.is_sensitive_key(key)
-            if isinstance(value, str):
-                if key in TEXT_ATTRIBUTES:
-                    result[key] = self.scrub_text(value)
-                elif sensitive:
-                    result[key] = FILTERED
-                elif key in URL_ATTRIBUTES:
-                    result[key] = self.scrub_url(value)
-                elif key in QUERY_ATTRIBUTES:
-                    result[key] = self.scrub_query(value)
-                elif key in SQL_ATTRIBUTES:
-                    result[key] = self.scrub_sql(value)
-                else:
-                    result[key] = value
-            elif isinstance(value, bool | int | float):
-                result[key] = FILTERED if sensitive and not _is_token_count(key, value) else value
-            elif sensitive:
-                result[key] = self._filtered_like(value)
+            if kinds.get(key) == _PLAIN and value.__class__ in _PLAIN_SCALARS:
+                new = value
             else:
-                result[key] = self._value(key, value, text=False, depth=1)
+                new = self._scrub_attribute(key, value)
+            if result is None:
+                if new is value:
+                    continue
+                result = {}
+                for earlier, kept in attributes.items():  # the unchanged ones before this
+                    if earlier is key:
+                        break
+                    result[earlier] = kept
+            if new is not _LEFT_OUT:
+                result[key] = new
         return result
+
+    def _scrub_attribute(self, key: str, value: Any) -> Any:
+        kind = self._attribute_kind(key)
+        if kind == _DROPPED:
+            return _LEFT_OUT
+        if isinstance(value, str):
+            if kind in (_TEXT, _TEXT_SENSITIVE):
+                return self.scrub_text(value)
+            if kind == _SENSITIVE:
+                return FILTERED
+            if kind == _URL:
+                return self.scrub_url(value)
+            if kind == _QUERY:
+                return self.scrub_query(value)
+            if kind == _SQL:
+                return self.scrub_sql(value)
+            return value
+        sensitive = kind in (_SENSITIVE, _TEXT_SENSITIVE)
+        if isinstance(value, bool | int | float):
+            return FILTERED if sensitive and not _is_token_count(key, value) else value
+        if sensitive:
+            return self._filtered_like(value)
+        return self._value(key, value, text=False, depth=1)
+
+    def _attribute_kind(self, key: str) -> int:
+        kind = self._attribute_kinds.get(key)
+        if kind is None:
+            kind = self._classify_attribute(key)
+            if len(self._attribute_kinds) < _REMEMBERED_KEYS:  # keys made of data: bounded
+                self._attribute_kinds[key] = kind
+        return kind
+
+    def _classify_attribute(self, key: str) -> int:
+        if not self.send_default_pii and key in PII_ATTRIBUTES:
+            return _DROPPED
+        sensitive = self.is_sensitive_key(key)
+        if key in TEXT_ATTRIBUTES:
+            return _TEXT_SENSITIVE if sensitive else _TEXT
+        if sensitive:
+            return _SENSITIVE
+        if key in URL_ATTRIBUTES:
+            return _URL
+        if key in QUERY_ATTRIBUTES:
+            return _QUERY
+        if key in SQL_ATTRIBUTES:
+            return _SQL
+        return _PLAIN
 
     # -- Sentry events ----------------------------------------------------------------------
 
@@ -631,8 +691,8 @@ def _scrub_event(scrubber: Scrubber, event: Event) -> Event:
     """The event itself when nothing in it changes, else a scrubbed copy."""
     if not event.attributes:
         return event
-    attributes = scrubber.scrub_attributes(event.attributes)
-    if attributes == dict(event.attributes):
+    attributes = scrubber.changed_attributes(event.attributes)
+    if attributes is None:
         return event
     return Event(event.name, attributes, event.timestamp)
 
@@ -648,27 +708,22 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
         if description != status.description:
             status = Status(status.status_code, description)
     name = scrubber.scrub_text(span.name)
-    original = attributes_view(span)
-    attributes = scrubber.scrub_attributes(original)
-    original_events = span.events  # a new tuple at every read
-    events = [_scrub_event(scrubber, event) for event in original_events]
-    unchanged = (
-        name == span.name
-        and status is span.status
-        and all(new is old for new, old in zip(events, original_events, strict=True))
-        and len(attributes) == len(original)
-        # scrub_attributes keeps the very value object of what it does not change
-        and all(attributes.get(key) is value for key, value in original.items())
-    )
-    if unchanged:
+    attributes = scrubber.changed_attributes(attributes_view(span))
+    events: list[Event] | None = None
+    original_events = events_view(span)
+    if original_events:
+        scrubbed_events = [_scrub_event(scrubber, event) for event in original_events]
+        if any(new is not old for new, old in zip(scrubbed_events, original_events, strict=True)):
+            events = scrubbed_events
+    if attributes is None and events is None and name == span.name and status is span.status:
         return span
     return ReadableSpan(
         name=name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=attributes,
-        events=events,
+        attributes=dict(attributes_view(span)) if attributes is None else attributes,
+        events=list(original_events) if events is None else events,
         links=span.links,
         kind=span.kind,
         status=status,

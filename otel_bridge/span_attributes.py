@@ -1,11 +1,11 @@
-"""Reading a finished span's attributes without the SDK's Python-level mapping."""
+"""Reading a finished span's attributes and events without the SDK's Python-level wrappers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 
 
 def attributes_view(span: ReadableSpan) -> Mapping[str, Any]:
@@ -19,3 +19,15 @@ def attributes_view(span: ReadableSpan) -> Mapping[str, Any]:
     if isinstance(inner, dict):
         return inner
     return span.attributes or {}
+
+
+def events_view(span: ReadableSpan) -> Sequence[Event]:
+    """A span's events, to read and never to change.
+
+    ``span.events`` copies them into a new tuple at every read, through the Python-level
+    iteration of the SDK's ``BoundedList``; most spans have none, and the scrubber asks
+    every span. The deque inside (``_dq``, private) when it is there, else the public copy."""
+    inner = getattr(getattr(span, "_events", None), "_dq", None)
+    if inner is not None:
+        return inner  # type: ignore[no-any-return]
+    return span.events

@@ -588,3 +588,51 @@ def test_spans_with_the_same_clean_values_are_all_passed_on_as_they_are() -> Non
     assert spans[1].attributes["db.statement"] is not spans[2].attributes["db.statement"]  # type: ignore[index]
     scrubber = Scrubber()
     assert [scrub_readable_span(scrubber, span) is span for span in spans] == [True] * 3
+
+
+def test_changed_attributes_is_none_when_nothing_changes_and_keeps_order_otherwise(
+    scrubber: Scrubber,
+) -> None:
+    clean = {"http.route": "orders/<id>/", "server.port": 1, "headers": ("a", "b"),
+             "ratio": 0.5}
+    assert scrubber.changed_attributes(clean) is None
+    # The first change comes after unchanged ones (the small int 1 among them), then a
+    # dropped attribute: everything before, between and after is kept, in order.
+    mixed = {"server.port": 1, "http.route": "login/", "client.address": "203.0.113.9",
+             "app.password": "hunter2", "db.statement": "SELECT 1", "flag": True}
+    assert scrubber.changed_attributes(mixed) == {
+        "server.port": 1, "http.route": "login/", "app.password": FILTERED,
+        "db.statement": "SELECT %s", "flag": True,
+    }
+    assert list(scrubber.changed_attributes(mixed) or ()) == [
+        "server.port", "http.route", "app.password", "db.statement", "flag"
+    ]
+    # The key's verdict is remembered; asking again gives the same answers.
+    assert scrubber.changed_attributes(clean) is None
+    assert scrubber.scrub_attributes(mixed) == scrubber.changed_attributes(mixed)
+
+
+def test_a_span_with_clean_sequences_and_events_is_passed_on_as_is() -> None:
+    """Header attributes are tuples and spans carry events: unchanged, they cost no copy;
+    a secret in one event copies the span with only that event changed."""
+    from otel_bridge.scrub import scrub_readable_span
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(
+        "clean", attributes={"http.request.header.accept": ("text/html",)}
+    ) as span:
+        span.add_event("cache.miss", {"cache.key": "orders:1"})
+    with tracer.start_as_current_span("secret") as span:
+        span.add_event("cache.miss", {"cache.key": "orders:1"})
+        span.add_event("login", {"app.password": "hunter2"})
+    clean, secret = exporter.get_finished_spans()
+    scrubber = Scrubber()
+    assert scrub_readable_span(scrubber, clean) is clean
+    copy = scrub_readable_span(scrubber, secret)
+    assert copy is not secret
+    assert copy.events[0] is secret.events[0]
+    assert copy.events[1].attributes == {"app.password": FILTERED}
+    assert secret.events[1].attributes == {"app.password": "hunter2"}

@@ -52,6 +52,7 @@ from otel_bridge.pipeline.span_errors import (
 )
 from otel_bridge.runtime import Runtime, get_runtime
 from otel_bridge.serialization import add_transaction
+from otel_bridge.span_attributes import events_view
 from otel_bridge.transport import BridgeTransport
 
 if TYPE_CHECKING:
@@ -262,8 +263,7 @@ class SentrySpanExporter(SpanExporter):
         spans = (assembled.root, *assembled.descendants)
         fields: dict[str, Any] | None = None
         for span in spans:
-            # the mode first: a span's events are copied into a new tuple at every read
-            if not should_report_span_errors(span, mode) or not span.events:
+            if not events_view(span) or not should_report_span_errors(span, mode):
                 continue
             for event in exception_error_events(
                 span, release=self._config.release, environment=self._config.environment

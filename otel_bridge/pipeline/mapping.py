@@ -189,16 +189,21 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+# Values json_safe hands back as they are (exact types: subclasses take the long way).
+_JSON_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def attributes_dict(attributes: Attributes | Mapping[str, Any] | None) -> dict[str, Any]:
     """OTel attributes (or resource attributes) as a JSON-safe dict, without the sampling
     bookkeeping the bridge keeps on local roots (it travels in the envelope header)."""
     if not attributes:
         return {}
     return {
-        str(key): json_safe(value)
+        str(key): value if value.__class__ in _JSON_AS_IS else json_safe(value)
         for key, value in attributes.items()
         if key not in INTERNAL_ATTRIBUTES
     }
+
 
 
 def sentry_tag_key(key: str) -> str:
@@ -268,7 +273,12 @@ def _strip_query(target: str) -> str:
 
 def http_method(span: ReadableSpan) -> str | None:
     """The request method, stable name first; ``_OTHER`` resolves to the original method."""
-    attrs = _attrs(span)
+    return _http_method(_attrs(span))
+
+
+# The functions taking ``attrs`` are the mapping's own: a span's attributes are looked up
+# once per span and handed down, rather than once per question asked of the span.
+def _http_method(attrs: Mapping[str, Any]) -> str | None:
     method = _first_str(attrs, "http.request.method", "http.method")
     if method == "_OTHER":
         method = _first_str(attrs, "http.request.method_original") or method
@@ -276,7 +286,10 @@ def http_method(span: ReadableSpan) -> str | None:
 
 
 def http_status_code(span: ReadableSpan) -> int | None:
-    attrs = _attrs(span)
+    return _http_status_code(_attrs(span))
+
+
+def _http_status_code(attrs: Mapping[str, Any]) -> int | None:
     for key in ("http.response.status_code", "http.status_code"):
         code = _as_int(attrs.get(key))
         if code is not None:
@@ -306,8 +319,7 @@ def is_http_server(span: ReadableSpan) -> bool:
     return span.kind is SpanKind.SERVER and http_method(span) is not None
 
 
-def _http_description(span: ReadableSpan, method: str) -> str:
-    attrs = _attrs(span)
+def _http_description(span: ReadableSpan, attrs: Mapping[str, Any], method: str) -> str:
     if span.kind is SpanKind.CLIENT:
         # Client spans name the remote resource; Sentry's requests module groups by host.
         url = _full_url(attrs)
@@ -349,14 +361,17 @@ def sentry_status(span: ReadableSpan) -> str:
     is not one for OTel). ERROR is refined by the HTTP status code (>= 400), then the gRPC
     code (non-zero), else ``unknown_error``; an ERROR span never maps to ``ok``.
     """
+    return _sentry_status(span, _attrs(span))
+
+
+def _sentry_status(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
     if span.status.status_code is not StatusCode.ERROR:
         return "ok"
-    code = http_status_code(span)
+    code = _http_status_code(attrs)
     if code is not None:
         status = _status_from_http(code)
         if status is not None:
             return status
-    attrs = _attrs(span)
     for key in ("rpc.grpc.status_code", "rpc.response.status_code"):
         status = _status_from_grpc(attrs.get(key))
         if status is not None:
@@ -367,12 +382,12 @@ def sentry_status(span: ReadableSpan) -> str:
 # -- op and description --------------------------------------------------------------------
 
 
-def _messaging_op(span: ReadableSpan) -> str:
+def _messaging_op(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
     if span.kind is SpanKind.PRODUCER:
         return "queue.publish"
     if span.kind is SpanKind.CONSUMER:
         return "queue.process"
-    operation = _first_str(_attrs(span), "messaging.operation.type", "messaging.operation")
+    operation = _first_str(attrs, "messaging.operation.type", "messaging.operation")
     if operation in ("publish", "send", "create"):
         return "queue.publish"
     if operation in ("process", "receive", "deliver"):
@@ -403,7 +418,10 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
     8. Anything else: ``default`` — Sentry's op for spans it knows nothing about; using the
        span name would make ops unbounded and INTERNAL does not mean ``function``.
     """
-    attrs = _attrs(span)
+    return _op_and_description(span, _attrs(span))
+
+
+def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, str]:
     name = span.name
     explicit = _first_str(attrs, "sentry.op")
     if explicit:
@@ -411,7 +429,7 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
     if "websocket.message.type" in attrs:
         server_side = span.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
         return ("websocket.server" if server_side else "websocket.client"), name
-    method = http_method(span)
+    method = _http_method(attrs)
     if method:
         if span.kind is SpanKind.SERVER:
             op = "http.server"
@@ -419,7 +437,7 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
             op = "http.client"
         else:
             op = "http"
-        return op, _http_description(span, method)
+        return op, _http_description(span, attrs, method)
     if _first_str(attrs, "db.system.name", "db.system"):
         return "db", _first_str(attrs, "db.query.text", "db.statement") or name
     if _first_str(attrs, "rpc.service"):
@@ -428,7 +446,7 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
         SpanKind.PRODUCER,
         SpanKind.CONSUMER,
     ):
-        return _messaging_op(span), name
+        return _messaging_op(span, attrs), name
     trigger = _first_str(attrs, "faas.trigger")
     if trigger:
         return trigger, name
@@ -451,22 +469,22 @@ def transaction_name_and_source(span: ReadableSpan) -> tuple[str, str]:
 
     A ``sentry.source`` attribute holding a valid Sentry source overrides the source.
     """
-    name, source = _natural_name(span)
-    override = _first_str(_attrs(span), "sentry.source")
+    attrs = _attrs(span)
+    name, source = _natural_name(span, attrs)
+    override = _first_str(attrs, "sentry.source")
     if override in TRANSACTION_SOURCES:
         source = override
     return name, source
 
 
-def _natural_name(span: ReadableSpan) -> tuple[str, str]:
-    attrs = _attrs(span)
-    method = http_method(span)
+def _natural_name(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, str]:
+    method = _http_method(attrs)
     if method:
         route = _first_str(attrs, "http.route")
         if route:
             return f"{method} {route}", "route"
         if span.kind is SpanKind.CLIENT and _full_url(attrs):
-            return _http_description(span, method), "url"
+            return _http_description(span, attrs, method), "url"
         path = _http_path(attrs)
         if path:
             return f"{method} {path}", "url"
@@ -479,8 +497,8 @@ def _natural_name(span: ReadableSpan) -> tuple[str, str]:
 # -- spans and events ----------------------------------------------------------------------
 
 
-def _origin(span: ReadableSpan) -> str:
-    return _first_str(_attrs(span), "sentry.origin") or ORIGIN
+def _origin(attrs: Mapping[str, Any]) -> str:
+    return _first_str(attrs, "sentry.origin") or ORIGIN
 
 
 def span_data(span: ReadableSpan) -> dict[str, Any]:
@@ -489,7 +507,11 @@ def span_data(span: ReadableSpan) -> dict[str, Any]:
     The name rather than the enum's number (DESIGN.md says "numeric"): it reads in Sentry's
     UI without a lookup table.
     """
-    data = attributes_dict(_attrs(span))
+    return _span_data(span, _attrs(span))
+
+
+def _span_data(span: ReadableSpan, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    data = attributes_dict(attrs)
     data["otel.kind"] = span.kind.name
     return data
 
@@ -505,22 +527,28 @@ def span_parent_id(span: ReadableSpan) -> str | None:
     return format_span_id(span.parent.span_id) if span.parent is not None else None
 
 
-def sentry_span(span: ReadableSpan) -> dict[str, Any]:
-    """One entry of a transaction's ``spans[]``."""
-    trace_id, span_id = _ids(span)
-    op, description = op_and_description(span)
-    end = span.end_time if span.end_time is not None else span.start_time
+def sentry_span(span: ReadableSpan, trace_id: str | None = None) -> dict[str, Any]:
+    """One entry of a transaction's ``spans[]``; ``trace_id`` is the transaction's, in hex
+    (every span of a transaction has it), when already formatted."""
+    context = span.get_span_context()
+    if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
+        raise ValueError(f"span {span.name!r} has no span context")
+    attrs = _attrs(span)
+    op, description = _op_and_description(span, attrs)
+    start = span.start_time
+    end = span.end_time
+    parent = span.parent
     return {
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_span_id": span_parent_id(span),
+        "trace_id": trace_id or format_trace_id(context.trace_id),
+        "span_id": format_span_id(context.span_id),
+        "parent_span_id": format_span_id(parent.span_id) if parent is not None else None,
         "op": op,
         "description": description,
-        "status": sentry_status(span),
-        "start_timestamp": _seconds(span.start_time),
-        "timestamp": _seconds(end),
-        "origin": _origin(span),
-        "data": span_data(span),
+        "status": _sentry_status(span, attrs),
+        "start_timestamp": _seconds(start),
+        "timestamp": _seconds(end if end is not None else start),
+        "origin": _origin(attrs),
+        "data": _span_data(span, attrs),
     }
 
 
@@ -596,8 +624,11 @@ def request_info(span: ReadableSpan) -> dict[str, Any]:
     Captured request headers (``http.request.header.<name>``, see contrib's
     ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``) become ``headers``.
     """
-    attrs = _attrs(span)
-    request: dict[str, Any] = {"method": http_method(span)}
+    return _request_info(_attrs(span))
+
+
+def _request_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    request: dict[str, Any] = {"method": _http_method(attrs)}
     url = _request_url(attrs)
     if url:
         request["url"] = url
@@ -686,14 +717,15 @@ def base_event(
     }
     if "tags" in event:  # the one part that is merged into later: the event's own copy
         event["tags"] = dict(event["tags"])
+    attrs = _attrs(span)
     contexts: dict[str, Any] = {
-        "otel": {"attributes": attributes_dict(_attrs(span)), "resource": parts.attributes}
+        "otel": {"attributes": attributes_dict(attrs), "resource": parts.attributes}
     }
     if parts.runtime:
         contexts["runtime"] = dict(parts.runtime)
-    if is_http_server(span):
-        event["request"] = request_info(span)
-        status_code = http_status_code(span)
+    if span.kind is SpanKind.SERVER and _http_method(attrs) is not None:
+        event["request"] = _request_info(attrs)
+        status_code = _http_status_code(attrs)
         if status_code is not None:
             contexts["response"] = {"status_code": status_code}
     event["contexts"] = contexts
@@ -703,14 +735,15 @@ def base_event(
 def trace_context(span: ReadableSpan, *, parent_id: str | None = None) -> dict[str, Any]:
     """``contexts.trace`` of an event about ``span``; ``parent_id`` overrides its parent."""
     trace_id, span_id = _ids(span)
-    op, _ = op_and_description(span)
+    attrs = _attrs(span)
+    op, _ = _op_and_description(span, attrs)
     return {
         "trace_id": trace_id,
         "span_id": span_id,
         "parent_span_id": parent_id if parent_id is not None else span_parent_id(span),
         "op": op,
-        "status": sentry_status(span),
-        "origin": _origin(span),
+        "status": _sentry_status(span, attrs),
+        "origin": _origin(attrs),
     }
 
 
@@ -741,7 +774,7 @@ def transaction_event(
             "transaction_info": {"source": source},
             "start_timestamp": _seconds(root.start_time),
             "timestamp": _seconds(end),
-            "spans": [sentry_span(span) for span in descendants],
+            "spans": [sentry_span(span, trace["trace_id"]) for span in descendants],
         }
     )
     return event
