@@ -308,8 +308,8 @@ def test_loss_counts_survive_an_outage_and_arrive_when_the_ingest_is_back(
 def test_no_span_is_kept_alive_by_the_exporter_after_its_batch(
     ingest: RecordingIngest, pipeline_factory: type[Pipeline]
 ) -> None:
-    # The mapping remembers each span's attributes while a batch is mapped (they are read
-    # many times); a remembered span must not outlive its export.
+    # Nothing the exporter keeps while it maps a batch (attributes, assembled transactions,
+    # envelopes) may keep a span alive after its export.
     pipeline = pipeline_factory(ingest)
     kept: list[weakref.ref[Any]] = []
 

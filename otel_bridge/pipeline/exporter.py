@@ -39,7 +39,6 @@ from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
-    remembering_span_attributes,
     resource_event_fields,
     span_attributes,
     transaction_event,
@@ -133,12 +132,11 @@ class SentrySpanExporter(SpanExporter):
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
         now = self._clock()
-        with remembering_span_attributes():
-            own = [span for span in spans if not self._is_ingest_request(span)]
-            ready = self._assembler.add(own, now)
-            self._assembler.expire(now)
-            sent_at = _now_timestamp()
-            envelopes = [self._envelope_for(assembled, sent_at) for assembled in ready]
+        own = [span for span in spans if not self._is_ingest_request(span)]
+        ready = self._assembler.add(own, now)
+        self._assembler.expire(now)
+        sent_at = _now_timestamp()
+        envelopes = [self._envelope_for(assembled, sent_at) for assembled in ready]
         self._send(envelopes, self._deadline())
         self._report_assembly_drops()
 

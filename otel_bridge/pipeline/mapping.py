@@ -12,11 +12,9 @@ reads old attribute names only and writes into live sentry-sdk spans, so it cann
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -103,48 +101,15 @@ _REQUEST_HEADER_PREFIX = "http.request.header."
 
 
 def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """A span's attributes as a plain dict; made once per span while an export batch is
-    mapped (see :func:`remembering_span_attributes`).
+    """A span's attributes, to read and never to change.
 
-    A finished span's attributes never change, and the exporter reads them many times; the
-    SDK's mapping answers each read (and each miss, with a KeyError raised and caught)
-    through Python-level methods. Everywhere else (a live span named early for the DSC or
-    an error event, a local root as it ends on the request thread) they are read as they are
-    now, and not remembered."""
-    if span.end_time is None or threading.get_ident() != _remembering_thread:
-        return _attributes_copy(span)
-    return _finished_span_attributes(span)
-
-
-# Room for a whole export batch (the SDK's default is 512 spans): the exporter reads every
-# span's attributes before grouping the batch into transactions, then again while mapping.
-@functools.lru_cache(maxsize=4096)
-def _finished_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    return _attributes_copy(span)
-
-
-# The thread mapping an export batch; only its reads are remembered. Reads elsewhere (the
-# tracker names each local root as it ends) would keep spans alive until the next batch
-# clears the cache, or for good under an exporter that never does (OTEL_TRACES_EXPORTER=otlp).
-# Two exporters mapping at once (two tracer providers) only lose the shortcut.
-_remembering_thread: int | None = None
-
-
-@contextlib.contextmanager
-def remembering_span_attributes() -> Iterator[None]:
-    """While an export batch is mapped on this thread, each finished span's attributes are
-    copied once; afterwards the copies (and the spans they keep alive) are dropped."""
-    global _remembering_thread
-    _remembering_thread = threading.get_ident()
-    try:
-        yield
-    finally:
-        _remembering_thread = None
-        _finished_span_attributes.cache_clear()
-
-
-def _attributes_copy(span: ReadableSpan) -> dict[str, Any]:
-    return dict(attributes_view(span))
+    A finished span's never change: they are read in place, through the SDK's own dict (see
+    attributes_view), with no copy made and nothing remembered, so a batch being mapped adds
+    no objects for the garbage collector to carry. A live span's (one named early for the DSC
+    or an error event) are copied: they may still change while they are read."""
+    if span.end_time is None:
+        return dict(attributes_view(span))
+    return attributes_view(span)
 
 
 _attrs = span_attributes
