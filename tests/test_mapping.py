@@ -820,6 +820,7 @@ def test_a_finished_spans_attributes_are_read_in_place_and_a_live_spans_are_copi
 
     provider = TracerProvider()
     live = provider.get_tracer("test").start_span("GET", attributes={"http.route": "/a"})
+    assert isinstance(live, ReadableSpan)
     snapshot = span_attributes(live)
     live.set_attribute("http.route", "/b")
     assert snapshot == {"http.route": "/a"}
