@@ -218,9 +218,11 @@ class Scrubber:
             return value
         if isinstance(value, list | tuple):
             items = [self._value(key, item, text=text, depth=depth + 1) for item in value]
-            if all(new is old for new, old in zip(items, value, strict=True)):
-                return value  # unchanged: the same object, so a clean span is not copied
-            return tuple(items) if isinstance(value, tuple) else items
+            if isinstance(value, tuple):
+                if all(new is old for new, old in zip(items, value, strict=True)):
+                    return value  # immutable and unchanged: a clean span is not copied
+                return tuple(items)
+            return items  # a list is copied, as scrub_mapping promises
         if isinstance(value, Mapping):
             return self._mapping(value, text=text, depth=depth)
         if text:

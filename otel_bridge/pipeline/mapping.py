@@ -170,7 +170,6 @@ def attributes_dict(attributes: Attributes | Mapping[str, Any] | None) -> dict[s
     }
 
 
-
 def sentry_tag_key(key: str) -> str:
     """A tag key Sentry accepts: ``[a-zA-Z0-9_.:-]``, at most 32 characters."""
     cleaned = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_.:-") else "_" for ch in key)
