@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from random import Random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -197,6 +197,7 @@ _FrozenDsc = tuple[str, ...]
 # was scanned by every later one: 30-45 µs of collector time per request in the
 # benchmark's bursts (2026-11-23).
 _Remembered = tuple[float, float, bool, "tuple[str, str] | None", "_FrozenDsc | None"]
+_REMEMBERED_FROZEN: Final = 4  # where a remembered trace keeps its frozen DSC
 
 
 def _freeze(dsc: Mapping[str, str]) -> _FrozenDsc:
@@ -378,7 +379,7 @@ class LocalRootTracker(SpanProcessor):
         with self._lock:
             known = self._traces.get(trace_id)
             if isinstance(known, tuple):
-                frozen_before = known[4]
+                frozen_before = known[_REMEMBERED_FROZEN]
             else:
                 frozen_before = known.frozen if known is not None else None
             if frozen_before is not None:

@@ -491,26 +491,21 @@ def span_parent_id(span: ReadableSpan) -> str | None:
     return format_span_id(span.parent.span_id) if span.parent is not None else None
 
 
-def sentry_span(span: ReadableSpan, trace_id: str | None = None) -> dict[str, Any]:
-    """One entry of a transaction's ``spans[]``; ``trace_id`` is the transaction's, in hex
-    (every span of a transaction has it), when already formatted."""
-    context = span.get_span_context()
-    if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
-        raise ValueError(f"span {span.name!r} has no span context")
+def sentry_span(span: ReadableSpan) -> dict[str, Any]:
+    """One entry of a transaction's ``spans[]``."""
+    trace_id, span_id = _ids(span)
     attrs = _attrs(span)
     op, description = _op_and_description(span, attrs)
-    start = span.start_time
-    end = span.end_time
-    parent = span.parent
+    end = span.end_time if span.end_time is not None else span.start_time
     return {
-        "trace_id": trace_id or format_trace_id(context.trace_id),
-        "span_id": format_span_id(context.span_id),
-        "parent_span_id": format_span_id(parent.span_id) if parent is not None else None,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": span_parent_id(span),
         "op": op,
         "description": description,
         "status": _sentry_status(span, attrs),
-        "start_timestamp": _seconds(start),
-        "timestamp": _seconds(end if end is not None else start),
+        "start_timestamp": _seconds(span.start_time),
+        "timestamp": _seconds(end),
         "origin": _origin(attrs),
         "data": _span_data(span, attrs),
     }
@@ -738,7 +733,7 @@ def transaction_event(
             "transaction_info": {"source": source},
             "start_timestamp": _seconds(root.start_time),
             "timestamp": _seconds(end),
-            "spans": [sentry_span(span, trace["trace_id"]) for span in descendants],
+            "spans": [sentry_span(span) for span in descendants],
         }
     )
     return event
