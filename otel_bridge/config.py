@@ -254,6 +254,16 @@ SETTINGS: tuple[Setting, ...] = (
         _int_at_least(0),
     ),
     Setting(
+        "pipeline_depth", "OTEL_BRIDGE_PIPELINE_DEPTH", "integer", 32,
+        "Most envelopes in flight on the connection to the ingest (HTTP/1.1 pipelining): a "
+        "span batch's transactions go out in one write per this many. Each write and wait "
+        "hands the GIL to the application's threads and back, which under load costs more "
+        "than the sending (docs/benchmarks.md). The first exchange checks that the ingest "
+        "answers pipelined requests (an `OPTIONS` after the first envelope); if it does not "
+        "within a second, envelopes go one at a time. `1` never pipelines.",
+        _parse_positive_int,
+    ),
+    Setting(
         "shutdown_timeout", "OTEL_BRIDGE_SHUTDOWN_TIMEOUT", "seconds", 10.0,
         "How long the process waits at exit to deliver what is pending.",
         _parse_positive_float,
@@ -345,6 +355,7 @@ class BridgeConfig:
     transport_queue_size: int = 1000
     compression: str = "gzip"
     compression_threshold: int = 32768
+    pipeline_depth: int = 32
     shutdown_timeout: float = 10.0
     sampling_rules: tuple[str, ...] = ()
     scrub_enabled: bool = True

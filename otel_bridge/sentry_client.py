@@ -31,7 +31,11 @@ from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline.mapping import event_fields_from_resource
 from otel_bridge.pipeline.span_errors import exception_key
 from otel_bridge.runtime import Runtime, get_runtime
-from otel_bridge.transport import COMPRESSION_THRESHOLD_OPTION, BridgeTransport
+from otel_bridge.transport import (
+    COMPRESSION_THRESHOLD_OPTION,
+    PIPELINE_DEPTH_OPTION,
+    BridgeTransport,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -139,6 +143,7 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
             "transport_compression_algo": "gzip",
             "transport_compression_level": 1 if config.compression == "gzip" else 0,
             COMPRESSION_THRESHOLD_OPTION: config.compression_threshold,
+            PIPELINE_DEPTH_OPTION: config.pipeline_depth,
         },
         "integrations": [
             LoggingIntegration(

@@ -10,11 +10,23 @@ sends) cost more than the request: 497 µs of CPU per envelope against 181 µs t
 ``http.client`` connection, and 145-154 µs with the exchange of :mod:`otel_bridge.http1`
 (measured on one thread, 2026-11-22 and 2026-11-23). With a proxy, custom socket options or
 TCP keep-alive configured, the request goes through sentry-sdk's urllib3 pool as before.
+
+A span batch's envelopes are pipelined (HTTP/1.1, RFC 9112 section 9.3.2): up to
+``OTEL_BRIDGE_PIPELINE_DEPTH`` requests in one write, their responses read as they come.
+Every blocking system call of the sending thread hands the GIL to the application's request
+threads and waits to win it back; one write and a few reads per window instead of a write
+and a read per envelope took 400-800 µs of CPU off each request of the Django benchmark
+(docs/benchmarks.md). Many servers do not answer pipelined requests (gunicorn's threaded
+worker answers the first and waits for more bytes that it has already read), so the first
+window is a probe: the envelope, then an ``OPTIONS`` request that changes nothing on the
+ingest. Any answer to the probe proves pipelining; none within a second, and the transport
+sends one request at a time from then on, having lost nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import io
 import json
@@ -26,10 +38,11 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import capture_internal_exceptions
@@ -52,6 +65,27 @@ _ONE_CALL_GZIP = sys.version_info >= (3, 11)
 _STALE_CONNECTION_ERRORS = (
     http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError
 )
+# The `_experiments` key of the most envelopes in flight on the connection; 1 never pipelines.
+PIPELINE_DEPTH_OPTION = "otel_bridge_pipeline_depth"
+DEFAULT_PIPELINE_DEPTH = 32
+# How long the answer to the pipelining probe may take once the envelope before it is
+# answered: a server that handles pipelined requests answers an OPTIONS at once.
+_PROBE_TIMEOUT = 1.0
+
+
+class _Pipelining:
+    UNPROVEN = "unproven"  # the next exchange carries the probe
+    PROVEN = "proven"
+    OFF = "off"  # not asked for, or the server does not answer pipelined requests
+
+
+@dataclasses.dataclass
+class Exchange:
+    """The responses to the first requests of a :meth:`KeptAliveConnection.post_many`, in
+    order, and what stopped the rest from being answered (None when all were)."""
+
+    responses: list[Response]
+    error: Exception | None = None
 
 
 def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
@@ -104,6 +138,7 @@ class KeptAliveConnection:
         port: int | None,
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        pipeline_depth: int = 1,
     ) -> None:
         self._scheme = scheme
         self._host = host
@@ -114,7 +149,18 @@ class KeptAliveConnection:
         self._socket: socket.socket | None = None
         self._reader: io.BufferedReader | None = None
         self._lock = threading.Lock()
+        self._pipeline_depth = max(1, pipeline_depth)
+        self._pipelining = _Pipelining.UNPROVEN if self._pipeline_depth > 1 else _Pipelining.OFF
         reset_in_forked_children(self.after_fork_in_child)
+
+    @property
+    def pipelining(self) -> str:
+        """``unproven`` (the next exchange probes), ``proven`` or ``off``."""
+        return self._pipelining
+
+    def window(self) -> int:
+        """How many requests :meth:`post_many` may have in flight at once."""
+        return 1 if self._pipelining == _Pipelining.OFF else self._pipeline_depth
 
     def _connect(self) -> tuple[socket.socket, io.BufferedReader]:
         sock = socket.create_connection((self._host, self._port), self._timeout)
@@ -132,28 +178,95 @@ class KeptAliveConnection:
             raise
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        request = request_head("POST", path, self._host_header, headers, len(body)) + body
-        with self._lock:
-            reused = self._socket is not None
-            try:
-                return self._exchange(request)
-            except _STALE_CONNECTION_ERRORS:
-                if not reused:
-                    raise
-                return self._exchange(request)
+        exchange = self.post_many(path, [(body, headers)])
+        if exchange.error is not None:
+            raise exchange.error
+        return exchange.responses[0]
 
-    def _exchange(self, request: bytes) -> Response:
+    def post_many(
+        self, path: str, requests: Sequence[tuple[bytes, Mapping[str, str]]]
+    ) -> Exchange:
+        """POST each body to ``path``, pipelined once the server has shown it can.
+
+        Requests the server did not get to (it closed the connection after answering the
+        ones before) go again on a new connection. A kept-alive connection found closed
+        before anything was answered gets one fresh attempt. Any other failure (refused,
+        timed out, not HTTP) ends the exchange: the unanswered requests are the caller's to
+        count as lost."""
+        wire = [
+            request_head("POST", path, self._host_header, headers, len(body)) + body
+            for body, headers in requests
+        ]
+        responses: list[Response] = []
+        fresh_attempt_left = True
+        with self._lock:
+            while len(responses) < len(wire):
+                answered = len(responses)
+                reused = self._socket is not None
+                try:
+                    self._exchange(wire[answered:], path, responses)
+                except _STALE_CONNECTION_ERRORS as error:
+                    if len(responses) > answered:
+                        continue  # the rest were not answered: send them again
+                    if not (reused and fresh_attempt_left):
+                        return Exchange(responses, error)
+                    fresh_attempt_left = False
+                except Exception as error:
+                    return Exchange(responses, error)
+        return Exchange(responses)
+
+    def _exchange(self, requests: Sequence[bytes], path: str, responses: list[Response]) -> None:
+        """Send the next window of ``requests`` in one write and read its responses into
+        ``responses``; stop early where the server closes the connection."""
         if self._socket is None or self._reader is None:
             self._socket, self._reader = self._connect()
+        window = requests[: self.window()]
+        probing = self._pipelining == _Pipelining.UNPROVEN
         try:
-            self._socket.sendall(request)
-            response = read_response(self._reader)
+            if probing:
+                window = window[:1]
+                self._socket.sendall(window[0] + self._probe(path))
+            else:
+                self._socket.sendall(window[0] if len(window) == 1 else b"".join(window))
+            for _ in window:
+                response = read_response(self._reader)
+                responses.append(response)
+                if response.will_close:
+                    # The server processes nothing after a response that closes (RFC 9112,
+                    # 9.6): what followed is sent again. Such a server never pipelines.
+                    if probing:
+                        self._pipelining_unsupported("closes the connection after a request")
+                    self.close()
+                    return
+            if probing:
+                self._settle_probe()
         except BaseException:
             self.close()
             raise
-        if response.will_close:
+
+    def _probe(self, path: str) -> bytes:
+        return request_head("OPTIONS", path, self._host_header, {}, 0)
+
+    def _settle_probe(self) -> None:
+        assert self._socket is not None and self._reader is not None
+        try:
+            with _receive_timeout(self._socket, min(_PROBE_TIMEOUT, self._timeout)):
+                answer = read_response(self._reader)  # any status: the server answered
+        except (OSError, http.client.HTTPException):  # TimeoutError is an OSError
+            self._pipelining_unsupported("did not answer a pipelined request")
             self.close()
-        return response
+            return
+        self._pipelining = _Pipelining.PROVEN
+        if answer.will_close:  # e.g. "405, Connection: close": pipelined, then closed
+            self.close()
+
+    def _pipelining_unsupported(self, why: str) -> None:
+        self._pipelining = _Pipelining.OFF
+        _logger.info(
+            "otel-bridge: the ingest at %s %s; sending one envelope at a time "
+            "(OTEL_BRIDGE_PIPELINE_DEPTH=1 skips this check)",
+            self._host_header, why,
+        )
 
     def close(self) -> None:
         sock, reader = self._socket, self._reader
@@ -175,15 +288,40 @@ class KeptAliveConnection:
         self.close()
 
 
+@contextlib.contextmanager
+def _receive_timeout(sock: socket.socket, seconds: float) -> Iterator[None]:
+    """A shorter receive timeout for the probe's answer, kernel- or Python-enforced as the
+    connection's own is (see _kernel_timeouts)."""
+    if sock.gettimeout() is not None:
+        previous = sock.gettimeout()
+        sock.settimeout(seconds)
+        try:
+            yield
+        finally:
+            sock.settimeout(previous)
+        return
+    packed_previous = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+    whole = int(seconds)
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+        struct.pack("ll", whole, int((seconds - whole) * 1_000_000)),
+    )
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, packed_previous)
+
+
 class BridgeTransport(HttpTransport):
     """sentry-sdk's HTTP transport, with these changes:
 
     - envelopes go through a :class:`KeptAliveConnection` (see the module's docstring),
-      compressed with one zlib call;
+      compressed with one zlib call; a span batch's envelopes are pipelined;
     - the span pipeline hands over a whole batch as one job (:meth:`capture_envelopes`), and
       the envelopes waiting in such jobs are bounded (:meth:`has_room`);
-    - OTel instrumentation is suppressed while it sends, so the bridge never records (or
-      propagates headers into) its own requests to the ingest;
+    - OTel instrumentation is suppressed while sentry-sdk's request path sends (urllib3 is
+      instrumented; the kept-alive connection's socket is not), so the bridge never records
+      (or propagates headers into) its own requests to the ingest;
     - the loss counts of a client report that could not be delivered are counted again, so an
       outage does not also erase the record of what it cost (sentry-sdk attaches them to the
       next envelope and forgets them, whatever becomes of that envelope).
@@ -191,8 +329,11 @@ class BridgeTransport(HttpTransport):
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        self._connection = self._kept_alive_connection()
         experiments = options.get("_experiments") or {}
+        self._pipeline_depth = int(
+            experiments.get(PIPELINE_DEPTH_OPTION, DEFAULT_PIPELINE_DEPTH)
+        )
+        self._connection = self._kept_alive_connection()
         self._compression_threshold = int(
             experiments.get(COMPRESSION_THRESHOLD_OPTION, DEFAULT_COMPRESSION_THRESHOLD)
         )
@@ -234,16 +375,49 @@ class BridgeTransport(HttpTransport):
                 _logger.warning("otel-bridge: TLS settings for the ingest failed (%s)", exc)
                 return None
         port = int(dsn.port) if dsn.port else None
-        return KeptAliveConnection(dsn.scheme, dsn.host, port, self.TIMEOUT, context)
+        return KeptAliveConnection(
+            dsn.scheme, dsn.host, port, self.TIMEOUT, context, self._pipeline_depth
+        )
 
     def _request(
         self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]
     ) -> Any:
         if self._connection is None or method != "POST":
             return super()._request(method, endpoint_type, body, headers)
+        return self._connection.post(self._path(endpoint_type), body, headers)
+
+    def _path(self, endpoint_type: Any) -> str:
         url = self._auth.get_api_url(endpoint_type)
-        path = url[url.index("/", url.index("//") + 2):]
-        return self._connection.post(path, body, headers)
+        return url[url.index("/", url.index("//") + 2):]
+
+    def _send_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        """Send envelopes as one pipelined exchange: what sentry-sdk's ``_send_envelope``
+        and ``_send_request`` do for one envelope (rate limits, client reports, headers,
+        response handling), with the requests written together."""
+        connection = self._connection
+        if connection is None or len(envelopes) == 1:
+            for envelope in envelopes:
+                self._send_envelope(envelope)
+            return
+        prepared: list[tuple[Envelope, bytes, dict[str, str]]] = []
+        for envelope in envelopes:
+            ready = self._prepare_envelope(envelope)  # None: all of it rate-limited, counted
+            if ready is not None:
+                sent, body, headers = ready
+                self._update_headers(headers)
+                prepared.append((sent, body.getvalue(), headers))
+        if not prepared:
+            return
+        exchange = connection.post_many(
+            self._path(EndpointType.ENVELOPE), [(body, headers) for _, body, headers in prepared]
+        )
+        for (sent, _, _), response in zip(prepared, exchange.responses, strict=False):
+            self._handle_response(response, sent)
+        if exchange.error is not None:
+            for sent, _, _ in prepared[len(exchange.responses):]:
+                self._handle_request_error(envelope=sent, loss_reason="network")
+                self._recount_client_reports(sent)
+            raise exchange.error
 
     def _send_request(self, *args: Any, **kwargs: Any) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -290,10 +464,13 @@ class BridgeTransport(HttpTransport):
             done = 0
             try:
                 with capture_internal_exceptions():
-                    for envelope in envelopes:
-                        done += 1
-                        self._envelopes_done(1)
-                        self._send_envelope(envelope)
+                    while done < len(envelopes):
+                        window = envelopes[done : done + self._window()]
+                        try:
+                            self._send_envelopes(window)  # counts its own losses
+                        finally:
+                            done += len(window)
+                            self._envelopes_done(len(window))
             finally:
                 rest = envelopes[done:]
                 self._envelopes_done(len(rest))
@@ -314,6 +491,10 @@ class BridgeTransport(HttpTransport):
             for item in envelope.items:
                 self.record_lost_event("queue_overflow", item=item)
         return False
+
+    def _window(self) -> int:
+        # Rate limits are checked as each window is prepared: a 429 stops the next window.
+        return 1 if self._connection is None else self._connection.window()
 
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:
         # sentry-sdk streams the envelope through GzipFile in many small writes; one

@@ -235,6 +235,16 @@ class _Handler(BaseHTTPRequestHandler):
         event_id = parsed.headers.get("event_id")
         self._answer(response.status, response.headers, json.dumps({"id": event_id}).encode())
 
+    def do_OPTIONS(self) -> None:
+        # A CORS preflight, answered as Relay does; otel-bridge's transport sends one behind
+        # its first envelope to learn whether pipelined requests are answered.
+        self.server.ingest.options_requests += 1
+        self._answer(200, {
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, X-Sentry-Auth, Content-Encoding",
+        }, b"")
+
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         try:
             self.send_response(status)
@@ -266,6 +276,7 @@ class RecordingIngest:
         self._port = port
         self._tls = tls
         self.connections_accepted = 0
+        self.options_requests = 0
         self._on_envelope = on_envelope
         self._cond = threading.Condition()
         self._received: list[Envelope] = []
