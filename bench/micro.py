@@ -16,8 +16,8 @@ Variants:
 - ``bridge``: otel-bridge's pipeline as its configurator builds it from ``SENTRY_DSN``.
 
 Both Sentry variants use their own transport (sentry-sdk's ``HttpTransport``, otel-bridge's
-``BridgeTransport``) doing all its work (queue, worker thread, serialisation, compression)
-except the HTTP request itself.
+``BridgeTransport``) doing all its work (queue, worker thread, serialisation, compression,
+request heads) except the HTTP exchange itself.
 Queues are made large enough that nothing is dropped, so both do all the work.
 """
 
@@ -60,6 +60,51 @@ def _counting_transport_class(base: type[Any] | None = None) -> type[Any]:
                 self.sent_items[kind] = self.sent_items.get(kind, 0) + 1
 
     return CountingTransport
+
+
+def _counting_bridge_transport_class() -> type[Any]:
+    """otel-bridge's transport minus the request: its connection answers at once, without a
+    socket, after the requests are written out as for the wire (a batch's envelopes take
+    a pipelined path that never calls ``_send_request``)."""
+    from otel_bridge.http1 import Response, ResponseHeaders, request_head
+    from otel_bridge.transport import BridgeTransport, Exchange
+
+    class AnsweringConnection:
+        def __init__(self, window: int) -> None:
+            self._window = window
+
+        def window(self) -> int:
+            return self._window
+
+        def post(self, path: str, body: bytes, headers: dict[str, str]) -> Response:
+            return self.post_many(path, [(body, headers)]).responses[0]
+
+        def post_many(self, path: str, requests: Sequence[tuple[bytes, Any]]) -> Exchange:
+            for body, headers in requests:
+                request_head("POST", path, "127.0.0.1:9", headers, len(body))
+            ok = Response(200, ResponseHeaders({}), b"{}", False)
+            return Exchange([ok] * len(requests))
+
+        def close(self) -> None:
+            pass
+
+    class CountingBridgeTransport(BridgeTransport):  # type: ignore[misc]
+        sent_items: dict[str, int] = {}
+
+        def __init__(self, options: dict[str, Any]) -> None:
+            super().__init__(options)
+            assert self._connection is not None
+            self._connection = AnsweringConnection(  # type: ignore[assignment]
+                self._connection.window()
+            )
+
+        def _handle_response(self, response: Any, envelope: Any) -> None:
+            super()._handle_response(response, envelope)
+            for item in envelope.items if envelope is not None else ():
+                kind = item.type or ""
+                self.sent_items[kind] = self.sent_items.get(kind, 0) + 1
+
+    return CountingBridgeTransport
 
 
 def _inline_transport_class(base: type[Any] | None = None) -> type[Any]:
@@ -171,11 +216,9 @@ def _setup_bridge() -> Callable[[], dict[str, int]]:
             "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": str(_QUEUE),
         }
     )
-    from otel_bridge.transport import BridgeTransport
-
     configure()
     client = sentry_sdk.get_client()
-    transport_class = _counting_transport_class(BridgeTransport)
+    transport_class = _counting_bridge_transport_class()
     transport = transport_class(client.options)
     client.transport = transport
     provider = trace.get_tracer_provider()
