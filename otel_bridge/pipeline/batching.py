@@ -17,7 +17,10 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
-from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
+from opentelemetry.sdk.environment_variables import (
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_BSP_MAX_QUEUE_SIZE,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -26,6 +29,14 @@ from otel_bridge.pipeline.assembly import is_local_root
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
+# The `sentry` exporter's batches when OTEL_BSP_MAX_EXPORT_BATCH_SIZE is unset (the SDK's
+# default is 512). A span waits in the queue until its batch is full; 512 spans outlive the
+# collector's young generations and are promoted to the oldest one, which brings full
+# collections forward: with 128, the benchmark's server collected exactly as often as the
+# OTel floor's (165.6 / 15.2 / 1.2 collections per 1,000 requests against 192.4 / 17.6 /
+# 1.6 with 512; collector time 74 against 114 µs per request, 2,500-request bursts,
+# 2026-11-23). More, smaller batches cost little since a batch's envelopes are pipelined.
+SENTRY_EXPORT_BATCH_SIZE = 128
 _WARNING_INTERVAL = 300.0
 
 DropReporter = Callable[[ReadableSpan], None]
@@ -37,6 +48,15 @@ def queue_size_from_env() -> int:
         return int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, _DEFAULT_QUEUE_SIZE))
     except ValueError:
         return _DEFAULT_QUEUE_SIZE
+
+
+def sentry_export_batch_size() -> int | None:
+    """The batch size for the `sentry` exporter: None (the SDK reads the variable) when
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE is set, else 128, or the queue size if that is smaller
+    (the SDK refuses a batch larger than its queue)."""
+    if os.environ.get(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "").strip():
+        return None
+    return min(SENTRY_EXPORT_BATCH_SIZE, max(1, queue_size_from_env()))
 
 
 def report_span_lost(span: ReadableSpan) -> None:
@@ -79,7 +99,9 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         self._next_warning = 0.0
         self._count_lock = threading.Lock()
         self._on_drop = on_drop
-        super().__init__(_Dequeued(exporter, self))
+        super().__init__(
+            _Dequeued(exporter, self), max_export_batch_size=sentry_export_batch_size()
+        )
         # The SDK empties its queue in a forked child (gunicorn's workers): so does the count.
         reset_in_forked_children(self._reset_after_fork)
 
