@@ -77,6 +77,7 @@ def test_envelopes_share_one_kept_alive_connection(
     names = {event["transaction"] for event in ingest.events("transaction")}
     assert names == {f"batch {n}" for n in range(10)} | {f"single {n}" for n in range(5)}
     assert ingest.connections_accepted == 1
+    assert ingest.options_requests == 1  # the pipelining probe, once per transport
 
 
 def test_a_connection_the_ingest_closed_is_reopened_without_loss(
