@@ -19,6 +19,7 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 
 from otel_bridge.transport import PIPELINE_DEPTH_OPTION, BridgeTransport
+from tests.envelopes import transaction_envelope as _envelope
 from tests.rig.bugsink import Bugsink
 from tests.rig.ingest import decode_body, parse_envelope
 
@@ -155,19 +156,6 @@ class PipelineServer:
             thread.join(timeout=5)
 
 
-def _envelope(name: str) -> Envelope:
-    event_id = uuid.uuid4().hex
-    envelope = Envelope(headers={"event_id": event_id})
-    event: Any = {
-        "type": "transaction", "event_id": event_id, "transaction": name,
-        "start_timestamp": 1.0, "timestamp": 2.0,
-        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": "1" * 16}},
-        "spans": [],
-    }
-    envelope.add_transaction(event)
-    return envelope
-
-
 @pytest.fixture
 def make_transport(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # A hung exchange fails the test in seconds rather than sentry-sdk's 30.
@@ -273,12 +261,14 @@ def test_real_gunicorn_under_bugsink_is_detected_and_loses_nothing(
     assert transport._connection.pipelining == "off"
 
 
-def test_requests_after_a_closing_answer_are_sent_again_on_a_new_connection(
-    servers: Any, make_transport: Any
+@pytest.mark.parametrize("ending", ["close_after", "drop_after"])
+def test_requests_behind_the_last_answer_are_sent_again_on_a_new_connection(
+    ending: str, servers: Any, make_transport: Any
 ) -> None:
-    # POST 3 is answered with "Connection: close": the server processed nothing after it,
-    # so the rest of that window goes again, on a second connection.
-    server = servers(close_after=3)
+    # POST 3 (in the first pipelined window) is the connection's last: answered with
+    # "Connection: close" (the server processed nothing after it), or answered and then cut.
+    # The rest of that window goes again, on a second connection, each envelope once.
+    server = servers(**{ending: 3})
     transport = make_transport(server.dsn, depth=4)
     assert transport.capture_envelopes([_envelope(name) for name in _names("e", 8)])
     transport.flush(timeout=10)
@@ -287,18 +277,6 @@ def test_requests_after_a_closing_answer_are_sent_again_on_a_new_connection(
     assert server.connections == 2
     assert transport._connection is not None
     assert transport._connection.pipelining == "proven"
-
-
-def test_a_connection_cut_in_a_window_sends_the_unanswered_again(
-    servers: Any, make_transport: Any
-) -> None:
-    server = servers(drop_after=3)
-    transport = make_transport(server.dsn, depth=4)
-    assert transport.capture_envelopes([_envelope(name) for name in _names("e", 8)])
-    transport.flush(timeout=10)
-
-    assert server.transactions() == _names("e", 8)
-    assert server.connections == 2
 
 
 def test_a_rate_limit_in_a_window_stops_the_next_window(

@@ -8,17 +8,16 @@ import os
 import shutil
 import ssl
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sentry_sdk
-from sentry_sdk.envelope import Envelope
 
 from otel_bridge import transport as transport_module
 from otel_bridge.transport import COMPRESSION_THRESHOLD_OPTION, BridgeTransport, gzip_body
+from tests.envelopes import transaction_envelope as _envelope
 from tests.rig.ingest import RecordingIngest
 
 
@@ -36,19 +35,6 @@ def _transport(client: sentry_sdk.Client) -> BridgeTransport:
     transport = client.transport
     assert isinstance(transport, BridgeTransport)
     return transport
-
-
-def _envelope(name: str = "GET /x") -> Envelope:
-    event_id = uuid.uuid4().hex
-    envelope = Envelope(headers={"event_id": event_id})
-    event: Any = {
-        "type": "transaction", "event_id": event_id, "transaction": name,
-        "start_timestamp": 1.0, "timestamp": 2.0,
-        "contexts": {"trace": {"trace_id": uuid.uuid4().hex, "span_id": "1" * 16}},
-        "spans": [],
-    }
-    envelope.add_transaction(event)
-    return envelope
 
 
 @pytest.fixture
