@@ -15,12 +15,12 @@ A span batch's envelopes are pipelined (HTTP/1.1, RFC 9112 section 9.3.2): up to
 ``OTEL_BRIDGE_PIPELINE_DEPTH`` requests in one write, their responses read as they come.
 Every blocking system call of the sending thread hands the GIL to the application's request
 threads and waits to win it back; one write and a few reads per window instead of a write
-and a read per envelope took 400-800 µs of CPU off each request of the Django benchmark
-(docs/benchmarks.md). Many servers do not answer pipelined requests (gunicorn's threaded
-worker answers the first and waits for more bytes that it has already read), so the first
-window is a probe: the envelope, then an ``OPTIONS`` request that changes nothing on the
-ingest. Any answer to the probe proves pipelining; none within a second, and the transport
-sends one request at a time from then on, having lost nothing.
+and a read per envelope took a median 620 µs of CPU off each request in a 5-round A/B of
+the Django benchmark (docs/benchmarks.md). Many servers do not answer pipelined requests
+(gunicorn's threaded worker answers the first and waits for more bytes that it has already
+read), so the first window is a probe: the envelope, then an ``OPTIONS`` request that
+changes nothing on the ingest. Any answer to the probe proves pipelining; none within a
+second, and the transport sends one request at a time from then on, having lost nothing.
 """
 
 from __future__ import annotations
