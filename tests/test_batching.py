@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -57,11 +56,10 @@ def test_a_full_batch_of_128_leaves_without_waiting_for_the_schedule(
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("test")
     try:
-        started = time.monotonic()
         for _ in range(300):
             tracer.start_span("work").end()
+        # Well inside the minute's schedule: only a full batch can have sent it.
         assert exporter.first.wait(10), "a full batch of 128 waited for the schedule"
-        assert time.monotonic() - started < 10
         processor.force_flush()
         assert max(exporter.sizes) <= 128
         assert sum(exporter.sizes) == 300

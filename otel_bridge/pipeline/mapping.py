@@ -280,7 +280,11 @@ def _http_path(attrs: Mapping[str, Any]) -> str | None:
 
 
 def is_http_server(span: ReadableSpan) -> bool:
-    return span.kind is SpanKind.SERVER and http_method(span) is not None
+    return _is_http_server(span, _attrs(span))
+
+
+def _is_http_server(span: ReadableSpan, attrs: Mapping[str, Any]) -> bool:
+    return span.kind is SpanKind.SERVER and _http_method(attrs) is not None
 
 
 def _http_description(span: ReadableSpan, attrs: Mapping[str, Any], method: str) -> str:
@@ -682,7 +686,7 @@ def base_event(
     }
     if parts.runtime:
         contexts["runtime"] = dict(parts.runtime)
-    if span.kind is SpanKind.SERVER and _http_method(attrs) is not None:
+    if _is_http_server(span, attrs):
         event["request"] = _request_info(attrs)
         status_code = _http_status_code(attrs)
         if status_code is not None:
