@@ -54,6 +54,7 @@ class BridgeConfigurator(_BaseConfigurator):  # type: ignore[misc]
 def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     """Set up everything from the environment; usable without `opentelemetry-instrument`."""
     from otel_bridge.dsc import LocalRootTracker
+    from otel_bridge.local_roots import LocalRootProcessors
     from otel_bridge.pipeline.exporter import SentrySpanExporter
     from otel_bridge.sampling import build_sampler
     from otel_bridge.sentry_client import start_sentry
@@ -69,11 +70,12 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         attributes[ResourceAttributes.TELEMETRY_AUTO_VERSION] = auto_instrumentation_version
     resource = Resource.create(attributes)
 
-    span_processors: list[SpanProcessor] = [LocalRootTracker.from_runtime(runtime, resource)]
+    root_processors: list[SpanProcessor] = [LocalRootTracker.from_runtime(runtime, resource)]
+    span_processors: list[SpanProcessor] = []
     if start_sentry(runtime, resource):
         from otel_bridge.scopes import SentryScopeProcessor
 
-        span_processors.append(SentryScopeProcessor())
+        root_processors.append(SentryScopeProcessor())
         if config.query_breadcrumbs:
             from otel_bridge.query_breadcrumbs import QueryBreadcrumbRecorder, install
 
@@ -111,7 +113,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         exporters=span_exporters,
         sampler=build_sampler(config),
         resource=resource,
-        span_processors=span_processors,
+        span_processors=[LocalRootProcessors(root_processors), *span_processors],
         export_span_processor=export_processor,
         exporter_args_map={SentrySpanExporter: {"runtime": runtime}},
     )

@@ -59,6 +59,8 @@ def format_rate(value: float) -> str:
 
 def parse_unit(value: object) -> float | None:
     """A float in [0, 1] from a DSC string or attribute, else None."""
+    if value is None:  # the usual case (no incoming DSC): not worth a raised TypeError
+        return None
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -188,7 +190,8 @@ def incoming_dsc(ctx: context_api.Context | None, trace_id: int) -> Mapping[str,
 # A frozen DSC as one flat tuple of strings (key, value, key, value, ...); see _Remembered.
 _FrozenDsc = tuple[str, ...]
 # What the tracker keeps of a trace with no local root open in this process: sample_rand,
-# sample_rate, sampled, transaction, frozen DSC. Only tuples of strings and numbers, because
+# sample_rate, sampled, transaction, frozen DSC, and whether a local root ended (its name is
+# then the transaction's for good). Only tuples of strings, numbers and booleans, because
 # CPython's collector stops tracking such a tuple when it examines it (a tuple that holds a
 # tuple still tracked stays tracked until the next time, hence no deeper nesting). The
 # tracker remembers thousands of traces (children may end after their root, unsampled
@@ -196,7 +199,7 @@ _FrozenDsc = tuple[str, ...]
 # each was promoted to the oldest generation, brought the next full collection forward and
 # was scanned by every later one: 30-45 µs of collector time per request in the
 # benchmark's bursts (2026-11-23).
-_Remembered = tuple[float, float, bool, "tuple[str, str] | None", "_FrozenDsc | None"]
+_Remembered = tuple[float, float, bool, "tuple[str, str] | None", "_FrozenDsc | None", bool]
 _REMEMBERED_FROZEN: Final = 4  # where a remembered trace keeps its frozen DSC
 
 
@@ -217,10 +220,16 @@ class _TraceEntry:
     sampled: bool
     transaction: tuple[str, str] | None = None
     frozen: _FrozenDsc | None = None
+    # A local root ended: `transaction` is its final name, which the DSC carries when it is
+    # frozen (at its first use), as if it had been frozen when that root ended.
+    named: bool = False
     roots: list[Span] = field(default_factory=list)
 
     def remembered(self) -> _Remembered:
-        return (self.sample_rand, self.sample_rate, self.sampled, self.transaction, self.frozen)
+        return (
+            self.sample_rand, self.sample_rate, self.sampled, self.transaction, self.frozen,
+            self.named,
+        )
 
     @classmethod
     def reopened(cls, remembered: _Remembered) -> _TraceEntry:
@@ -292,7 +301,7 @@ class LocalRootTracker(SpanProcessor):
                 return
             self._insert(trace_id, (
                 sample_rand, sample_rate, sampled, transaction,
-                _freeze(frozen) if frozen is not None else None,
+                _freeze(frozen) if frozen is not None else None, False,
             ))
 
     def _insert(self, trace_id: int, entry: _TraceEntry | _Remembered) -> None:
@@ -356,9 +365,11 @@ class LocalRootTracker(SpanProcessor):
             # on_end receives a ReadableSpan copy, not the Span given to on_start: compare ids.
             ended = span.context.span_id
             entry.roots = [root for root in entry.roots if root.context.span_id != ended]
-            if entry.frozen is None:
-                # Children that outlive the root must inject what the exporter will send.
-                entry.frozen = _freeze(self._head_dsc(trace_id, entry, span))
+            if entry.frozen is None and not entry.named:
+                # Children that outlive the root must inject what the exporter will send: its
+                # name is taken now; the DSC is only built if something asks for it.
+                entry.transaction = _transaction_of(span)
+                entry.named = True
             self._settle(trace_id, entry)
 
     def shutdown(self) -> None:
@@ -394,7 +405,10 @@ class LocalRootTracker(SpanProcessor):
                     rand, rate = consistent_rand_rate(trace_id, sampled, None, self.sample_rate)
                     entry = _TraceEntry(rand, rate, sampled)
                     self._insert(trace_id, entry)
-                live = next((r for r in entry.roots if r.is_recording()), None)
+                # Once a local root has ended, its name is the one the DSC carries.
+                live = None if entry.named else next(
+                    (r for r in entry.roots if r.is_recording()), None
+                )
                 frozen = self._head_dsc(trace_id, entry, live)
             if entry is not None:
                 entry.frozen = _freeze(frozen)

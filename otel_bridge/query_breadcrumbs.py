@@ -22,6 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 from sentry_sdk.utils import datetime_from_isoformat
 
+from otel_bridge.span_attributes import attributes_view
+
 QUERY_CATEGORY = "query"
 # sentry-sdk's default max_breadcrumbs: an event never carries more queries than that.
 MAX_QUERIES_PER_TRACE = 100
@@ -57,19 +59,21 @@ class QueryBreadcrumbRecorder(SpanProcessor):
                 with self._lock:
                     self._queries.pop(context.trace_id, None)
             return
-        # Database spans are CLIENT spans; the kind is checked first because a missing key
-        # costs a raised KeyError in the SDK's attribute mapping, on the request thread.
+        # Database spans are CLIENT spans: the kind rules most spans out at once.
         if span.kind is not SpanKind.CLIENT:
             return
-        attributes = span.attributes
-        if not attributes or ("db.system" not in attributes and "db.system.name" not in attributes):
+        # The SDK's own dict: the public mapping answers `in` for a missing key by raising
+        # and catching a KeyError in Python, on the request thread.
+        attributes = attributes_view(span)
+        if "db.system" not in attributes and "db.system.name" not in attributes:
             return
-        queries = self._queries.get(context.trace_id)
+        trace_id = context.trace_id
+        queries = self._queries.get(trace_id)
         if queries is None:
             with self._lock:
-                queries = self._queries.get(context.trace_id)
+                queries = self._queries.get(trace_id)
                 if queries is None:
-                    queries = self._queries[context.trace_id] = deque(maxlen=self._max_per_trace)
+                    queries = self._queries[trace_id] = deque(maxlen=self._max_per_trace)
                     while len(self._queries) > self._max_traces:
                         self._queries.popitem(last=False)
         queries.append(span)  # deque.append is atomic

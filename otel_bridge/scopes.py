@@ -74,10 +74,12 @@ class SentryScopeProcessor(SpanProcessor):
                 self._open_scopes.discard(id(stale.scope))
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None:
+        context = span.context
+        # Most spans opened no scope: looked up without the lock (a dict read is atomic).
+        if context is None or context.span_id not in self._open:
             return
         with self._lock:
-            opened = self._open.pop(span.context.span_id, None)
+            opened = self._open.pop(context.span_id, None)
             if opened is None:
                 return
             self._open_scopes.discard(id(opened.scope))

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_bridge.dsc import LocalRootTracker, active_tracker, set_active_tracker
+from otel_bridge.local_roots import LocalRootProcessors
 from otel_bridge.propagation.propagator import SentryBridgePropagator
 from otel_bridge.sampling import BridgeSampler, SamplingRule
 
@@ -57,7 +58,7 @@ def rig(
             rate, rules, tracker=tracker, record_unsampled_clients=record_unsampled_clients
         )
     )
-    provider.add_span_processor(tracker)
+    provider.add_span_processor(LocalRootProcessors([tracker]))  # as the configurator does
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     propagator = CompositePropagator(
         [TraceContextTextMapPropagator(), SentryBridgePropagator(inject_traceparent=False)]

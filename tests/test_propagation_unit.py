@@ -200,6 +200,39 @@ def test_head_service_creates_and_freezes_a_complete_dsc() -> None:
     assert {f"sentry-{k}": v for k, v in rebuilt.items()} == dsc
 
 
+def test_a_child_outliving_its_root_injects_the_name_the_root_ended_with() -> None:
+    """Nothing asked for the DSC while the request ran: the root's final name (its route is
+    set after it started, as Django's middleware does) is what a late child propagates."""
+    with rig(rate=1.0) as r:
+        root = r.tracer.start_span(
+            "GET", kind=trace.SpanKind.SERVER, attributes={"http.method": "GET"}
+        )
+        late = r.tracer.start_span("cleanup", trace.set_span_in_context(root))
+        root.set_attribute("http.route", "orders/<int:id>/")
+        root.end()
+        with trace.use_span(late, end_on_exit=True):
+            dsc = _values(r.inject()["baggage"])
+    assert dsc["sentry-transaction"] == "GET orders/<int:id>/"
+    assert dsc["sentry-trace_id"] == f"{root.get_span_context().trace_id:032x}"
+
+
+def test_the_first_local_root_to_end_names_the_trace() -> None:
+    """Two requests of one trace (an upstream without baggage called this service twice):
+    the DSC is the one the first to end would have frozen, also while the second runs."""
+    with rig(rate=1.0) as r:
+        upstream = r.extract({"traceparent": f"00-{TRACE}-{SPAN}-01"})
+        first = r.tracer.start_span("GET", upstream, kind=trace.SpanKind.SERVER,
+                                    attributes={"http.method": "GET", "http.route": "a/"})
+        second = r.tracer.start_span("GET", upstream, kind=trace.SpanKind.SERVER,
+                                     attributes={"http.method": "GET", "http.route": "b/"})
+        first.end()
+        with trace.use_span(second, end_on_exit=True):
+            during = _values(r.inject()["baggage"])
+        after = r.tracker.dsc_for(second.get_span_context(), None)
+    assert during["sentry-transaction"] == "GET a/"
+    assert after["transaction"] == "GET a/"
+
+
 def test_unfrozen_root_rebuilds_dsc_from_attributes() -> None:
     with rig(rate=0.999999) as r, r.tracer.start_as_current_span("job"):
         pass

@@ -102,6 +102,13 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
         super().__init__(
             _Dequeued(exporter, self), max_export_batch_size=sentry_export_batch_size()
         )
+        # The SDK's on_end checks the sampled flag again and then hands the span to its batch
+        # processor's emit (private); on the request thread, for every span, straight there.
+        batcher = getattr(self, "_batch_processor", None)
+        emit = getattr(batcher, "emit", None)
+        self._enqueue: Callable[[ReadableSpan], None] = (
+            emit if callable(emit) else super().on_end
+        )
         # The SDK empties its queue in a forked child (gunicorn's workers): so does the count.
         reset_in_forked_children(self._reset_after_fork)
 
@@ -115,7 +122,8 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
             self._queued = max(0, self._queued - count)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not (span.context and span.context.trace_flags.sampled):
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
             return
         with self._count_lock:
             if self._queued < self._capacity:
@@ -125,7 +133,7 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
                 full = True
                 self._dropped += 1
         if not full:
-            super().on_end(span)
+            self._enqueue(span)
             return
         self._warn_now_and_then()
         try:

@@ -213,6 +213,7 @@ class SentrySpanExporter(SpanExporter):
             release=config.release,
             environment=config.environment,
             parent_span_id=parent_hex,
+            name_and_source=(name, source),
         )
         apply_sentry_fields(event, self._context_fields(assembled))
         event = self._scrub(event, root.resource)

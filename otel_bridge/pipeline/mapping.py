@@ -717,13 +717,16 @@ def transaction_event(
     release: str | None,
     environment: str | None,
     parent_span_id: str | None = None,
+    name_and_source: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Sentry transaction event for a local root and its local descendants.
 
     ``parent_span_id`` is for follow-up transactions (children that ended after their root):
     it names the span they hang under; otherwise the root's own (remote) parent is used.
+    ``name_and_source`` is :func:`transaction_name_and_source` of the root when the caller
+    already has it (the exporter names the DSC with it first).
     """
-    name, source = transaction_name_and_source(root)
+    name, source = name_and_source or transaction_name_and_source(root)
     end = root.end_time if root.end_time is not None else root.start_time
     event = base_event(root, release=release, environment=environment)
     trace = trace_context(root, parent_id=parent_span_id)
