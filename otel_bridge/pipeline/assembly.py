@@ -89,7 +89,7 @@ class TransactionAssembler:
                 continue
             key = (context.trace_id, context.span_id)
             parent = span.parent
-            if parent is None or parent.is_remote:  # a local root
+            if parent is None or parent.is_remote:  # is_local_root, for every span
                 ready.append(AssembledTransaction(span, self._collect(key)))
                 self._remember_sent(key)
                 continue
