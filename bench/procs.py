@@ -45,11 +45,24 @@ def clean_env(extra: Mapping[str, str] | None = None, venv_bin: Path = VENV_BIN)
     return env
 
 
-def cpu_seconds(pid: int) -> float:
-    """user+sys CPU of a running process, all its threads (10 ms resolution)."""
+@dataclass(frozen=True)
+class CpuTimes:
+    user: float
+    sys: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.sys
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user - other.user, self.sys - other.sys)
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """user and sys CPU of a running process, all its threads (10 ms resolution)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return CpuTimes(int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS)
 
 
 def rss_bytes(pid: int) -> int:
@@ -63,7 +76,7 @@ def rss_bytes(pid: int) -> int:
 @dataclass(frozen=True)
 class Exited:
     returncode: int
-    cpu_seconds: float  # user+sys over the whole life, from wait4
+    cpu: CpuTimes  # over the whole life, from wait4
     max_rss_bytes: int
 
 
@@ -77,7 +90,7 @@ def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> Exited:
             process.returncode = os.waitstatus_to_exitcode(status)
             return Exited(
                 process.returncode if not killed else -9,
-                usage.ru_utime + usage.ru_stime,
+                CpuTimes(usage.ru_utime, usage.ru_stime),
                 usage.ru_maxrss * 1024,
             )
         if time.monotonic() > deadline and not killed:
@@ -132,7 +145,16 @@ class Sink:
 class Server:
     """``bench.serve`` for one variant, possibly under ``opentelemetry-instrument``."""
 
-    def __init__(self, variant: str, dsn: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        variant: str,
+        dsn: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        wrapper: Sequence[str] = (),
+        ready_timeout: float = 60.0,
+    ) -> None:
+        """``wrapper``: a command the server runs under (``valgrind ...``)."""
         self.variant = variant
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-server-"))
@@ -141,6 +163,7 @@ class Server:
                 "--port", str(self.port), "--dsn", dsn]
         if instrumented:
             args = [str(VENV_BIN / "opentelemetry-instrument"), *args]
+        args = [*wrapper, *args]
         base = {
             "SHOP_DB_PATH": str(self.dir / "shop.sqlite3"),
             # importable before the script runs: auto-instrumentation reads Django's settings
@@ -166,7 +189,7 @@ class Server:
                 args, cwd=REPO_ROOT, env=clean_env(base), stdout=stderr, stderr=stderr,
                 stdin=subprocess.DEVNULL,
             )
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
 
     @property
     def pid(self) -> int:

@@ -3,7 +3,7 @@
     python -m bench.run            # full: several rounds, 100,000 black-holed requests (~15 min)
     python -m bench.run --quick    # smoke: fewer rounds and requests, < 3 minutes
 
-Sections (``--only django,micro,startup,memory`` picks some):
+Sections (``--only django,micro,startup,memory,instructions`` picks some):
 
 - django: the shop's order view (5 SQL queries) under five variants, A/B alternating,
   median of the rounds: server CPU per request including the final flush, and transactions
@@ -12,7 +12,9 @@ Sections (``--only django,micro,startup,memory`` picks some):
 - startup: ``opentelemetry-instrument python -c pass`` with otel-bridge vs
   opentelemetry-distro alone (in ``var/bench-venv``, made on first use);
 - memory: RSS growth of the server while the ingest is black-holed, and how the drops
-  were reported (client reports at the sink once it answers again).
+  were reported (client reports at the sink once it answers again);
+- instructions: the django burst's instructions per request under callgrind (floor,
+  otel-bridge, native), where CPU time is too noisy to see small changes (full runs only).
 
 Targets are printed as PASS/MISS; nothing here fails on a miss. See docs/benchmarks.md.
 """
@@ -36,7 +38,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.procs import REPO_ROOT, VENV_BIN, Server, Sink, clean_env, cpu_seconds, load, rss_bytes
+from bench.procs import (
+    REPO_ROOT,
+    VENV_BIN,
+    CpuTimes,
+    Server,
+    Sink,
+    clean_env,
+    cpu_times,
+    load,
+    rss_bytes,
+)
 
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
 QUICK_RESULTS = REPO_ROOT / "bench" / "results" / "quick.md"  # a smoke run keeps latest.md
@@ -67,12 +79,13 @@ class Mode:
     micro_rounds: int
     startup_runs: int
     memory_requests: int
+    instruction_requests: int  # 0: the section is left out
 
 
 QUICK = Mode(rounds=2, burst=400, concurrency=4, warmup=20, micro_traces=1000, micro_rounds=2,
-             startup_runs=5, memory_requests=3000)
+             startup_runs=5, memory_requests=3000, instruction_requests=0)
 FULL = Mode(rounds=5, burst=400, concurrency=4, warmup=20, micro_traces=4000, micro_rounds=5,
-            startup_runs=15, memory_requests=100_000)
+            startup_runs=15, memory_requests=100_000, instruction_requests=200)
 
 
 @dataclasses.dataclass
@@ -103,7 +116,7 @@ def rotated(items: Sequence[str], shift: int) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    cpu_s: float  # from just before the burst until the process was reaped
+    cpu: CpuTimes  # from just before the burst until the process was reaped
     delivered: int
     ok: int
     errors: int
@@ -122,7 +135,7 @@ def run_django_once(
     server = Server(served, sink.dsn, {**extra_env, **(env or {})})
     try:
         load(server.port, mode.warmup, path="/health/", concurrency=1)
-        before = cpu_seconds(server.pid)
+        before = cpu_times(server.pid)
         if requests:
             summary = load(server.port, requests, concurrency=mode.concurrency)
         else:
@@ -135,7 +148,7 @@ def run_django_once(
         print(f"  ! {variant} exited with {exited.returncode}:\n{server.stderr_text()}")
     stats = sink.stats()
     return RunResult(
-        cpu_s=exited.cpu_seconds - before,
+        cpu=exited.cpu - before,
         delivered=orders_transactions(stats),
         ok=int(summary["ok"]),
         errors=sum(summary["errors"].values()),
@@ -147,22 +160,29 @@ def bench_django(
     report: Report, sink: Sink, mode: Mode, only: Sequence[str] = ()
 ) -> dict[str, float]:
     variants = [v for v in VARIANT_LABELS if not only or v in only]
-    idle: dict[str, list[float]] = {v: [] for v in variants}
+    idle: dict[str, list[CpuTimes]] = {v: [] for v in variants}
     burst: dict[str, list[RunResult]] = {v: [] for v in variants}
     for round_index in range(mode.rounds):
         order = rotated(variants, round_index)
         print(f"django round {round_index + 1}/{mode.rounds}: {', '.join(order)}", flush=True)
         for variant in order:
             if round_index == 0 or mode.rounds > QUICK.rounds:
-                idle[variant].append(run_django_once(sink, variant, 0, mode).cpu_s)
+                idle[variant].append(run_django_once(sink, variant, 0, mode).cpu)
             result = run_django_once(sink, variant, mode.burst, mode)
             burst[variant].append(result)
-            print(f"  {variant}: {(result.cpu_s - median(idle[variant])) / mode.burst * 1e6:.0f}"
-                  f" us/request, delivered {result.delivered}/{mode.burst}", flush=True)
+            us = (result.cpu.total - median([i.total for i in idle[variant]])) / mode.burst * 1e6
+            print(f"  {variant}: {us:.0f} us/request, delivered {result.delivered}/{mode.burst}",
+                  flush=True)
 
-    rounds_us = {
-        v: [(r.cpu_s - median(idle[v])) / mode.burst * 1e6 for r in burst[v]] for v in variants
-    }
+    def per_burst_request(v: str, part: str) -> list[float]:
+        spent = median([getattr(i, part) for i in idle[v]])
+        return [(getattr(r.cpu, part) - spent) / mode.burst * 1e6 for r in burst[v]]
+
+    rounds_us = {v: per_burst_request(v, "total") for v in variants}
+    # Where the time went, user space against the kernel (the view's SQLite writes, sockets):
+    # each the median of its own rounds, so the two need not add up to the total's median.
+    user_us = {v: median(per_burst_request(v, "user")) for v in variants}
+    sys_us = {v: median(per_burst_request(v, "sys")) for v in variants}
     # A subset of the variants (--variants) leaves the missing ones' figures as nan.
     per_request: dict[str, float] = collections.defaultdict(
         lambda: float("nan"), {v: median(rounds_us[v]) for v in variants}
@@ -180,8 +200,9 @@ def bench_django(
         "user+sys from just before the burst until it exited after SIGTERM (final flush "
         "included), minus the same for an idle run, divided by the requests.",
         "",
-        "| variant | CPU µs/request | over bare | transactions delivered | failed requests |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| variant | CPU µs/request | over bare | user µs | sys µs | transactions delivered "
+        "| failed requests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     )
     for v in variants:
         shown = "n/a" if v in ("bare", "otel_null", "sentry_errors") else (
@@ -189,7 +210,7 @@ def bench_django(
         )
         report.add(
             f"| {VARIANT_LABELS[v]} | {per_request[v]:,.0f} | {per_request[v] - bare:+,.0f} "
-            f"| {shown} | {failures[v]} |"
+            f"| {user_us[v]:,.0f} | {sys_us[v]:,.0f} | {shown} | {failures[v]} |"
         )
     vs_native = per_request["bridge"] / per_request["native"]
     vs_floor = per_request["bridge"] / per_request["otel_null"]
@@ -459,6 +480,49 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
     return {"rss_growth_mb": growth, "unaccounted": float(unaccounted)}
 
 
+# -- instructions --------------------------------------------------------------------------
+
+
+def bench_instructions(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
+    from bench import instructions
+
+    report.add("## Instructions per request (callgrind)", "")
+    if not mode.instruction_requests:
+        report.add("Left out of a quick run (`--instruction-requests N` runs it).", "")
+        return {}
+    if not instructions.available():
+        report.add("valgrind is not installed (Debian: `apt-get install valgrind`): left out.", "")
+        return {}
+    try:
+        counted = instructions.per_request(
+            sink, mode.instruction_requests, mode.warmup, mode.concurrency,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        # The other sections' figures are still written.
+        report.add(f"Counting failed: {exc}", "")
+        return {}
+    floor, bridge, native = counted["otel_null"], counted["bridge"], counted["native"]
+    report.add(
+        f"The Django section's burst ({mode.instruction_requests} requests, "
+        f"{mode.concurrency} concurrent clients), each server under valgrind's callgrind: "
+        "user-space instructions of all its threads from just before the burst until it "
+        "exited after SIGTERM, minus the same for an idle server, divided by the requests. "
+        "One run each; the count hardly varies between runs where CPU time varies by 10-30%. "
+        "Not counted: the kernel's share and how fast the instructions run (see "
+        "docs/benchmarks.md). The targets are judged on CPU time, above.",
+        "",
+        "| variant | instructions/request |",
+        "| --- | ---: |",
+        *(f"| {VARIANT_LABELS[v]} | {counted[v] / 1e3:,.0f}K |" for v in instructions.VARIANTS),
+        "",
+        f"- otel-bridge / native, instructions: {bridge / native:.2f}x",
+        f"- otel-bridge / floor (d), instructions: {bridge / floor:.2f}x",
+        "",
+    )
+    return {"vs_native": bridge / native, "vs_floor": bridge / floor}
+
+
 # -- main --------------------------------------------------------------------------------
 
 
@@ -466,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="otel-bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="smoke mode, < 3 minutes")
     parser.add_argument("--rounds", type=int, default=None, help="django/micro rounds")
-    parser.add_argument("--only", default="django,micro,startup,memory",
+    parser.add_argument("--only", default="django,micro,startup,memory,instructions",
                         help="comma-separated sections to run")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default: bench/results/latest.md, quick.md if --quick)")
@@ -474,12 +538,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated django variants to run (default: all)")
     parser.add_argument("--memory-requests", type=int, default=None,
                         help="requests for the memory section (default: 3,000 quick, 100,000 full)")
+    parser.add_argument("--instruction-requests", type=int, default=None,
+                        help="requests for the instructions section (default: 200 full, "
+                             "left out quick)")
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
     if args.rounds:
         mode = dataclasses.replace(mode, rounds=args.rounds, micro_rounds=args.rounds)
     if args.memory_requests:
         mode = dataclasses.replace(mode, memory_requests=args.memory_requests)
+    if args.instruction_requests is not None:
+        mode = dataclasses.replace(mode, instruction_requests=args.instruction_requests)
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
     only = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(only) - set(VARIANT_LABELS))
@@ -507,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_startup(report, sink, mode)
         if "memory" in sections:
             bench_memory(report, sink, mode)
+        if "instructions" in sections:
+            bench_instructions(report, sink, mode)
     finally:
         sink.stop()
     report.add(f"_Total time: {time.monotonic() - started:.0f} s._")

@@ -1,0 +1,106 @@
+"""Instructions per request of the Django burst, counted by valgrind's callgrind.
+
+CPU time on a shared machine moves by 10-30% from one run to the next; the number of
+instructions a process executes hardly moves at all. This section runs the same burst as the
+Django section for the floor, otel-bridge and native sentry-sdk, each server under
+``valgrind --tool=callgrind``, and counts the user-space instructions of all its threads from
+just before the burst until it has exited after SIGTERM (final flush included), minus the
+same for an idle server.
+
+What it does not count is as telling: the kernel's share (the view's SQLite writes, the
+sockets), which costs every variant the same; and how fast the instructions run (a second
+thread's cache misses, hand-overs of the GIL). The CPU-time figures of the Django section stay
+the ones the targets are judged on; these explain them.
+
+callgrind_control zeroes the counters of the running server after its warm-up: a tool of
+valgrind's own, so nothing in the server under test changes for the measurement.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.procs import Server, Sink, load
+
+VARIANTS = ("otel_null", "bridge", "native")
+# Start-up under valgrind (Django, OpenTelemetry and sentry-sdk imported, every instruction
+# simulated) takes 20-60 s on the benchmark's machine.
+READY_TIMEOUT = 600.0
+EXIT_TIMEOUT = 900.0
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
+def _callgrind(out_dir: Path) -> list[str]:
+    return [
+        "valgrind", "--tool=callgrind",
+        # opentelemetry-instrument execs the interpreter; sentry-sdk may run git for a release
+        "--trace-children=yes", "--trace-children-skip=*git*,*uname*,*ldconfig*",
+        f"--callgrind-out-file={out_dir}/callgrind.%p", "--dump-instr=no",
+    ]
+
+
+def _total_instructions(out_dir: Path) -> int:
+    """The largest total of the dumps: the server's interpreter (the wrapper script's image,
+    replaced by exec, leaves a small one)."""
+    totals = [0]
+    for dump in out_dir.glob("callgrind.*"):
+        with open(dump) as lines:
+            for line in lines:
+                if line.startswith(("summary:", "totals:")):
+                    totals.append(int(line.split()[1]))
+                    break
+    return max(totals)
+
+
+def count_once(sink: Sink, variant: str, requests: int, warmup: int, concurrency: int) -> int:
+    """Instructions of one server from just before a burst of ``requests`` to its exit."""
+    sink.mode("normal", reset=True)
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
+    try:
+        server = Server(
+            variant, sink.dsn, {"PYTHONHASHSEED": "0"},
+            wrapper=_callgrind(out_dir), ready_timeout=READY_TIMEOUT,
+        )
+        try:
+            load(server.port, warmup, path="/health/", concurrency=1)
+            subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
+                           capture_output=True, timeout=120)
+            if requests:
+                load(server.port, requests, concurrency=concurrency)
+            else:
+                time.sleep(0.5)
+            exited = server.terminate(timeout=EXIT_TIMEOUT)
+        finally:
+            server.kill()
+        if exited.returncode not in (0, 143, -15):
+            raise RuntimeError(f"{variant} under valgrind exited with {exited.returncode}:\n"
+                               f"{server.stderr_text()}")
+        return _total_instructions(out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def per_request(
+    sink: Sink,
+    requests: int,
+    warmup: int,
+    concurrency: int,
+    variants: Sequence[str] = VARIANTS,
+    progress: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Instructions per request of each variant: (burst - idle) / requests."""
+    counted: dict[str, float] = {}
+    for variant in variants:
+        idle = count_once(sink, variant, 0, warmup, concurrency)
+        busy = count_once(sink, variant, requests, warmup, concurrency)
+        counted[variant] = (busy - idle) / requests
+        progress(f"  {variant}: {counted[variant] / 1e3:,.0f}K instructions/request")
+    return counted
