@@ -79,7 +79,7 @@ def count_once(sink: Sink, variant: str, requests: int, warmup: int, concurrency
                 time.sleep(0.5)
             exited = server.terminate(timeout=EXIT_TIMEOUT)
         finally:
-            server.kill()
+            server.close()
         if exited.returncode not in (0, 143, -15):
             raise RuntimeError(f"{variant} under valgrind exited with {exited.returncode}:\n"
                                f"{server.stderr_text()}")

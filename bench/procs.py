@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -184,12 +185,17 @@ class Server:
             base["OTEL_TRACES_EXPORTER"] = "none"
         base.update(env or {})
         self.stderr_path = self.dir / "stderr"
-        with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(
-                args, cwd=REPO_ROOT, env=clean_env(base), stdout=stderr, stderr=stderr,
-                stdin=subprocess.DEVNULL,
-            )
-        self._wait_ready(ready_timeout)
+        self._stderr_kept = ""
+        try:
+            with open(self.stderr_path, "wb") as stderr:
+                self.process = subprocess.Popen(
+                    args, cwd=REPO_ROOT, env=clean_env(base), stdout=stderr, stderr=stderr,
+                    stdin=subprocess.DEVNULL,
+                )
+            self._wait_ready(ready_timeout)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def pid(self) -> int:
@@ -213,7 +219,11 @@ class Server:
         raise RuntimeError(f"{self.variant} server not ready:\n{self.stderr_text()}")
 
     def stderr_text(self, limit: int = 4000) -> str:
-        return self.stderr_path.read_text(errors="replace")[-limit:]
+        """The end of the server's output, also after :meth:`close` removed its file."""
+        try:
+            return self.stderr_path.read_text(errors="replace")[-limit:]
+        except FileNotFoundError:
+            return self._stderr_kept[-limit:]
 
     def terminate(self, timeout: float = 60.0) -> Exited:
         """SIGTERM and reap: the process flushes what is pending on its way out."""
@@ -222,11 +232,20 @@ class Server:
         return wait_exit(self.process, timeout)
 
     def kill(self) -> None:
-        if self.process.returncode is None:
+        process = getattr(self, "process", None)  # None: Popen itself failed
+        if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+                process.kill()
             with contextlib.suppress(ChildProcessError):
-                wait_exit(self.process, 10)
+                wait_exit(process, 10)
+
+    def close(self) -> None:
+        """Kill the server if it still runs and remove its directory (database, output),
+        keeping the end of its output for :meth:`stderr_text`."""
+        self.kill()
+        with contextlib.suppress(OSError):
+            self._stderr_kept = self.stderr_path.read_text(errors="replace")[-4000:]
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def load(

@@ -143,7 +143,7 @@ def run_django_once(
             time.sleep(0.5)
         exited = server.terminate()
     finally:
-        server.kill()
+        server.close()
     if exited.returncode not in (0, 143, -15):
         print(f"  ! {variant} exited with {exited.returncode}:\n{server.stderr_text()}")
     stats = sink.stats()
@@ -438,7 +438,7 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
         time.sleep(1.0)
         exited = server.terminate(timeout=120)
     finally:
-        server.kill()
+        server.close()
         sink.mode("normal")
     stats = sink.stats()
     delivered = orders_transactions(stats)

@@ -4,10 +4,15 @@
 - ``otlp_receiver``: a fresh ``OtlpReceiver`` per test.
 - ``bugsink``: one real Bugsink per session (tests filter its events, e.g. by trace id).
 - ``shop_server``: factory starting the sample Django shop under opentelemetry-instrument.
+
+Every temporary directory the rig makes in the test process (servers' logs, the shop's
+databases) lives under one directory per session, removed when the session ends.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,22 @@ from tests.rig.processes import InstrumentedServer
 from tests.rig.shop import start_shop
 
 ShopFactory = Callable[..., InstrumentedServer]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_temp_dir() -> Iterator[Path]:
+    """Point ``tempfile`` at a directory of the session's own: servers started outside the
+    fixtures below (``InstrumentedServer`` without ``log_dir``, ``shop_env`` without
+    ``db_dir``) make theirs with ``mkdtemp`` and keep them for their output after stopping,
+    so they are removed all together once every test and fixture is done."""
+    base = Path(tempfile.mkdtemp(prefix="otel-bridge-tests-"))
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(base)
+    try:
+        yield base
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
