@@ -143,6 +143,9 @@ class Sink:
                 self.process.wait()
 
 
+_STDERR_TAIL = 4000  # characters of a server's output kept for error messages
+
+
 class Server:
     """``bench.serve`` for one variant, possibly under ``opentelemetry-instrument``."""
 
@@ -218,7 +221,7 @@ class Server:
         self.kill()
         raise RuntimeError(f"{self.variant} server not ready:\n{self.stderr_text()}")
 
-    def stderr_text(self, limit: int = 4000) -> str:
+    def stderr_text(self, limit: int = _STDERR_TAIL) -> str:
         """The end of the server's output, also after :meth:`close` removed its file."""
         try:
             return self.stderr_path.read_text(errors="replace")[-limit:]
@@ -244,7 +247,7 @@ class Server:
         keeping the end of its output for :meth:`stderr_text`."""
         self.kill()
         with contextlib.suppress(OSError):
-            self._stderr_kept = self.stderr_path.read_text(errors="replace")[-4000:]
+            self._stderr_kept = self.stderr_path.read_text(errors="replace")[-_STDERR_TAIL:]
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -323,6 +323,21 @@ def test_server_that_dies_reports_its_stderr(tmp_path: Path) -> None:
     assert not server.running
 
 
+def test_servers_without_a_log_dir_write_inside_the_sessions_temp_dir(
+    _session_temp_dir: Path,
+) -> None:
+    """What a server writes outside the fixtures is removed with the session's directory,
+    not left in /tmp run after run."""
+    server = InstrumentedServer(
+        ["python", "-c", "import sys; sys.exit('gone {port}')"],
+        instrument=False, ready_timeout=10,
+    )
+    with pytest.raises(ProcessStartError, match="gone"):
+        server.start()
+    assert server.log_dir.is_relative_to(_session_temp_dir)
+    assert "gone" in server.stderr_path.read_text()
+
+
 def test_shop_sample_views(shop_server: Any) -> None:
     shop = shop_server(instrument=False)
 
