@@ -18,11 +18,13 @@ valgrind's own, so nothing in the server under test changes for the measurement.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import Server, Sink, load
@@ -44,23 +46,66 @@ def _callgrind(out_dir: Path) -> list[str]:
         # opentelemetry-instrument execs the interpreter; sentry-sdk may run git for a release
         "--trace-children=yes", "--trace-children-skip=*git*,*uname*,*ldconfig*",
         f"--callgrind-out-file={out_dir}/callgrind.%p", "--dump-instr=no",
+        # one dump per thread (callgrind.<pid>-01 is the main one): the request thread's
+        # share apart from the batch processor's and the transport's
+        "--separate-threads=yes",
     ]
 
 
-def _total_instructions(out_dir: Path) -> int:
-    """The largest total of the dumps: the server's interpreter (the wrapper script's image,
-    replaced by exec, leaves a small one)."""
-    totals = [0]
+@dataclass(frozen=True)
+class Counted:
+    """Instructions of one server process: its main thread (which serves the requests: the
+    benchmark's server handles one at a time) and all its other threads (the batch
+    processor's, the transport's, sentry-sdk's session flusher)."""
+
+    main: float
+    background: float
+
+    @property
+    def total(self) -> float:
+        return self.main + self.background
+
+    def __sub__(self, other: Counted) -> Counted:
+        return Counted(self.main - other.main, self.background - other.background)
+
+    def __truediv__(self, divisor: float) -> Counted:
+        return Counted(self.main / divisor, self.background / divisor)
+
+
+_DUMP_NAME = re.compile(r"callgrind\.(?P<pid>\d+)(?:-(?P<thread>\d+))?$")
+
+
+def _dump_total(dump: Path) -> int:
+    with open(dump) as lines:
+        for line in lines:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    return 0
+
+
+def thread_totals(out_dir: Path) -> Counted:
+    """The server interpreter's instructions by thread, from ``callgrind.<pid>-<thread>``
+    dumps: the process with the largest total (the wrapper script's image, replaced by
+    exec, leaves a small one)."""
+    by_pid: dict[str, dict[int, int]] = {}
     for dump in out_dir.glob("callgrind.*"):
-        with open(dump) as lines:
-            for line in lines:
-                if line.startswith(("summary:", "totals:")):
-                    totals.append(int(line.split()[1]))
-                    break
-    return max(totals)
+        match = _DUMP_NAME.match(dump.name)
+        if match is None:
+            continue
+        # An image replaced by exec leaves an empty `callgrind.<pid>` beside the new image's
+        # per-thread dumps of the same pid: thread 0 here, so it never stands for thread 1.
+        thread = int(match.group("thread") or 0)
+        by_pid.setdefault(match.group("pid"), {})[thread] = _dump_total(dump)
+    if not by_pid:
+        return Counted(0, 0)
+    threads = max(by_pid.values(), key=lambda counts: sum(counts.values()))
+    main = threads.get(1, threads.get(0, 0))
+    return Counted(main, sum(threads.values()) - main)
 
 
-def count_once(sink: Sink, variant: str, requests: int, warmup: int, concurrency: int) -> int:
+def count_once(
+    sink: Sink, variant: str, requests: int, warmup: int, concurrency: int
+) -> Counted:
     """Instructions of one server from just before a burst of ``requests`` to its exit."""
     sink.mode("normal", reset=True)
     out_dir = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
@@ -83,7 +128,7 @@ def count_once(sink: Sink, variant: str, requests: int, warmup: int, concurrency
         if exited.returncode not in (0, 143, -15):
             raise RuntimeError(f"{variant} under valgrind exited with {exited.returncode}:\n"
                                f"{server.stderr_text()}")
-        return _total_instructions(out_dir)
+        return thread_totals(out_dir)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -95,12 +140,15 @@ def per_request(
     concurrency: int,
     variants: Sequence[str] = VARIANTS,
     progress: Callable[[str], None] = print,
-) -> dict[str, float]:
-    """Instructions per request of each variant: (burst - idle) / requests."""
-    counted: dict[str, float] = {}
+) -> dict[str, Counted]:
+    """Instructions per request of each variant: (burst - idle) / requests, by thread."""
+    counted: dict[str, Counted] = {}
     for variant in variants:
         idle = count_once(sink, variant, 0, warmup, concurrency)
         busy = count_once(sink, variant, requests, warmup, concurrency)
-        counted[variant] = (busy - idle) / requests
-        progress(f"  {variant}: {counted[variant] / 1e3:,.0f}K instructions/request")
+        counted[variant] = per = (busy - idle) / requests
+        progress(
+            f"  {variant}: {per.total / 1e3:,.0f}K instructions/request "
+            f"({per.main / 1e3:,.0f}K main thread, {per.background / 1e3:,.0f}K other threads)"
+        )
     return counted
