@@ -294,9 +294,20 @@ def sentry_fields_from_spans(
     from otel_bridge.pipeline.mapping import span_attributes
 
     merged: dict[str, Any] = {}
+    tag_keys = tuple(tag_keys)
+    only_prefixed = not send_default_pii and not tag_keys
     for span in spans:
+        attributes = span_attributes(span)
+        if only_prefixed:
+            # Most spans (a request's queries) hold no field: told here rather than by a
+            # call that would say so (sentry_fields_from_attributes makes the same test).
+            for key in attributes:
+                if key.startswith(_FIELD_PREFIXES):
+                    break
+            else:
+                continue
         fields = sentry_fields_from_attributes(
-            span_attributes(span), send_default_pii=send_default_pii, tag_keys=tag_keys
+            attributes, send_default_pii=send_default_pii, tag_keys=tag_keys
         )
         for name, value in fields.items():
             if name == "fingerprint":

@@ -357,10 +357,11 @@ class Scrubber:
         kinds = self._attribute_kinds
         result: dict[str, Any] | None = None
         for key, value in attributes.items():
-            if kinds.get(key) == _PLAIN and value.__class__ in _PLAIN_SCALARS:
+            kind = kinds.get(key)
+            if kind == _PLAIN and value.__class__ in _PLAIN_SCALARS:
                 new = value
             else:
-                new = self._scrub_attribute(key, value)
+                new = self._scrub_attribute(key, value, kind)
             if result is None:
                 if new is value:
                     continue
@@ -373,8 +374,9 @@ class Scrubber:
                 result[key] = new
         return result
 
-    def _scrub_attribute(self, key: str, value: Any) -> Any:
-        kind = self._attribute_kind(key)
+    def _scrub_attribute(self, key: str, value: Any, kind: int | None = None) -> Any:
+        if kind is None:  # not classified yet (the caller's lookup found nothing)
+            kind = self._attribute_kind(key)
         if kind == _DROPPED:
             return _LEFT_OUT
         if isinstance(value, str):
@@ -704,12 +706,15 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
     costs twice the scrubbing), else a scrubbed copy (public API only)."""
     if not scrubber.enabled:
         return span
-    status = span.status
-    if status.description:
-        description = scrubber.scrub_text(status.description)
-        if description != status.description:
+    # Every span sent passes here on the batch thread: each property is read once.
+    original_status = status = span.status
+    original_description = status.description
+    if original_description:
+        description = scrubber.scrub_text(original_description)
+        if description != original_description:
             status = Status(status.status_code, description)
-    name = scrubber.scrub_text(span.name)
+    original_name = span.name
+    name = scrubber.scrub_text(original_name)
     attributes = scrubber.changed_attributes(attributes_view(span))
     events: list[Event] | None = None
     original_events = events_view(span)
@@ -717,7 +722,9 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
         scrubbed_events = [_scrub_event(scrubber, event) for event in original_events]
         if any(new is not old for new, old in zip(scrubbed_events, original_events, strict=True)):
             events = scrubbed_events
-    if attributes is None and events is None and name == span.name and status is span.status:
+    if attributes is None and events is None and name == original_name and (
+        status is original_status
+    ):
         return span
     return ReadableSpan(
         name=name,

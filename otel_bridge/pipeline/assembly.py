@@ -101,7 +101,9 @@ class TransactionAssembler:
                 )
                 self._remember_sent(key)
                 continue
-            self._pending[key] = _Pending(span, now)
+            # tuple.__new__ makes the named tuple at C level; _Pending(...) would run the
+            # Python-level __new__ namedtuple generates, for every child span.
+            self._pending[key] = tuple.__new__(_Pending, (span, now))
             self._children.setdefault(parent_key, []).append(key)
         self._enforce_limit()
         return ready

@@ -40,7 +40,6 @@ from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssem
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
     resource_event_fields,
-    span_attributes,
     transaction_event,
     transaction_name_and_source,
 )
@@ -51,7 +50,7 @@ from otel_bridge.pipeline.span_errors import (
 )
 from otel_bridge.runtime import Runtime, get_runtime
 from otel_bridge.serialization import add_transaction
-from otel_bridge.span_attributes import events_view
+from otel_bridge.span_attributes import attributes_view, events_view
 from otel_bridge.transport import BridgeTransport
 
 if TYPE_CHECKING:
@@ -318,7 +317,7 @@ class SentrySpanExporter(SpanExporter):
         suppresses instrumentation while it sends)."""
         if self._ingest is None or span.kind is not SpanKind.CLIENT:
             return False
-        attributes = span_attributes(span)
+        attributes = attributes_view(span)  # exported spans have ended: read in place
         host = attributes.get("server.address", attributes.get("net.peer.name"))
         port = attributes.get("server.port", attributes.get("net.peer.port"))
         if host is None:

@@ -390,14 +390,19 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
 
 
 def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, str]:
+    # Runs for every span sent. The rules' keys are mostly absent (a database span has no
+    # `sentry.op` and no HTTP method): a membership test first is a C-level lookup where
+    # _first_str would be a Python call.
     name = span.name
-    explicit = _first_str(attrs, "sentry.op")
+    explicit = _first_str(attrs, "sentry.op") if "sentry.op" in attrs else None
     if explicit:
         return explicit, name
     if "websocket.message.type" in attrs:
         server_side = span.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
         return ("websocket.server" if server_side else "websocket.client"), name
-    method = _http_method(attrs)
+    method = (
+        _http_method(attrs) if "http.request.method" in attrs or "http.method" in attrs else None
+    )
     if method:
         if span.kind is SpanKind.SERVER:
             op = "http.server"
@@ -495,23 +500,43 @@ def span_parent_id(span: ReadableSpan) -> str | None:
     return format_span_id(span.parent.span_id) if span.parent is not None else None
 
 
+# SpanKind's names, looked up rather than read through Enum's Python-level `name` property.
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+
+
 def sentry_span(span: ReadableSpan) -> dict[str, Any]:
-    """One entry of a transaction's ``spans[]``."""
-    trace_id, span_id = _ids(span)
-    attrs = _attrs(span)
+    """One entry of a transaction's ``spans[]``.
+
+    It runs for every span sent, on the exporter's thread: each of the span's properties is
+    read once here, and the small helpers the other fields use (ids, times, status, data)
+    are written out, each being a Python-level call per span."""
+    context = span.context
+    if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
+        raise ValueError(f"span {span.name!r} has no span context")
+    start, end = span.start_time, span.end_time
+    attrs = attributes_view(span)
+    if end is None:  # a live span's attributes may still change: read a copy
+        attrs = dict(attrs)
+        end = start
     op, description = _op_and_description(span, attrs)
-    end = span.end_time if span.end_time is not None else span.start_time
+    parent = span.parent
+    data = attributes_dict(attrs)
+    data["otel.kind"] = _KIND_NAMES[span.kind]
     return {
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_span_id": span_parent_id(span),
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
         "op": op,
         "description": description,
-        "status": _sentry_status(span, attrs),
-        "start_timestamp": _seconds(span.start_time),
-        "timestamp": _seconds(end),
-        "origin": _origin(attrs),
-        "data": _span_data(span, attrs),
+        "status": (
+            "ok"
+            if span.status.status_code is not StatusCode.ERROR
+            else _sentry_status(span, attrs)
+        ),
+        "start_timestamp": (start or 0) / 1e9,
+        "timestamp": (end or 0) / 1e9,
+        "origin": _origin(attrs) if "sentry.origin" in attrs else ORIGIN,
+        "data": data,
     }
 
 
@@ -731,7 +756,7 @@ def transaction_event(
     event = base_event(root, release=release, environment=environment)
     trace = trace_context(root, parent_id=parent_span_id)
     # span_data(root) without converting every attribute a second time
-    trace["data"] = {**event["contexts"]["otel"]["attributes"], "otel.kind": root.kind.name}
+    trace["data"] = {**event["contexts"]["otel"]["attributes"], "otel.kind": _KIND_NAMES[root.kind]}
     event["contexts"]["trace"] = trace
     event.update(
         {
