@@ -424,6 +424,26 @@ def test_sentry_span_fields() -> None:
     json.dumps(result, allow_nan=False)
 
 
+def test_sentry_span_of_a_failed_call_refines_its_status() -> None:
+    span = error_span({"http.request.method": "GET", "url.full": "https://api.example/x",
+                       "http.response.status_code": 503}, kind=SpanKind.CLIENT)
+    result = sentry_span(span)
+    assert (result["op"], result["status"]) == ("http.client", "unavailable")
+    assert result["description"] == "GET https://api.example/x"
+
+
+def test_sentry_span_of_a_live_span_ends_at_its_start() -> None:
+    with recording() as (tracer, _):
+        live = tracer.start_span("SELECT", kind=SpanKind.CLIENT,
+                                 attributes={"db.system": "sqlite", "db.statement": "SELECT 1"})
+        result = sentry_span(live)  # type: ignore[arg-type]
+        live.set_attribute("db.statement", "SELECT 2")
+        live.end()
+    assert (result["op"], result["description"]) == ("db", "SELECT 1")
+    assert result["data"]["db.statement"] == "SELECT 1"
+    assert result["timestamp"] == result["start_timestamp"]
+
+
 def test_sentry_origin_attribute_overrides_origin() -> None:
     span = make_span(attributes={"sentry.origin": "auto.websocket.otel_bridge"})
     assert sentry_span(span)["origin"] == "auto.websocket.otel_bridge"

@@ -242,8 +242,11 @@ def http_method(span: ReadableSpan) -> str | None:
 
 # The functions taking ``attrs`` are the mapping's own: a span's attributes are looked up
 # once per span and handed down, rather than once per question asked of the span.
+_HTTP_METHOD_KEYS = ("http.request.method", "http.method")
+
+
 def _http_method(attrs: Mapping[str, Any]) -> str | None:
-    method = _first_str(attrs, "http.request.method", "http.method")
+    method = _first_str(attrs, *_HTTP_METHOD_KEYS)
     if method == "_OTHER":
         method = _first_str(attrs, "http.request.method_original") or method
     return method
@@ -400,9 +403,7 @@ def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[s
     if "websocket.message.type" in attrs:
         server_side = span.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
         return ("websocket.server" if server_side else "websocket.client"), name
-    method = (
-        _http_method(attrs) if "http.request.method" in attrs or "http.method" in attrs else None
-    )
+    method = None if attrs.keys().isdisjoint(_HTTP_METHOD_KEYS) else _http_method(attrs)
     if method:
         if span.kind is SpanKind.SERVER:
             op = "http.server"
