@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import Attributes
 
 from otel_bridge.propagation.baggage import dsc_entries, parse_baggage, serialize_baggage, split_dsc
+from otel_bridge.span_attributes import IS_REMOTE, SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
 
 # Set by the propagator on extract: the sender's DSC (``sentry-`` prefix removed), read-only.
 INCOMING_DSC_KEY = context_api.create_key("otel_bridge.incoming_dsc")
@@ -323,8 +324,9 @@ class LocalRootTracker(SpanProcessor):
     # -- SpanProcessor -------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
-        parent = span.parent
-        if parent is not None and not parent.is_remote:
+        # On the request thread: read behind the SDK's properties (see span_attributes.py).
+        parent = span._parent
+        if parent is not None and not parent[IS_REMOTE]:
             return
         trace_id = span.context.trace_id
         with self._lock:
@@ -354,16 +356,18 @@ class LocalRootTracker(SpanProcessor):
         return _TraceEntry(rand, rate, sampled, None, frozen)
 
     def on_end(self, span: ReadableSpan) -> None:
-        parent = span.parent
-        if parent is not None and not parent.is_remote:
+        parent = span._parent
+        if parent is not None and not parent[IS_REMOTE]:
             return
-        trace_id = span.context.trace_id
+        context = span._context
+        assert context is not None  # the SDK's spans always have one
+        trace_id = context[TRACE_ID]
         with self._lock:
             entry = self._traces.get(trace_id)
             if not isinstance(entry, _TraceEntry):  # unknown, or no root open
                 return
             # on_end receives a ReadableSpan copy, not the Span given to on_start: compare ids.
-            ended = span.context.span_id
+            ended = context[SPAN_ID]
             entry.roots = [root for root in entry.roots if root.context.span_id != ended]
             if entry.frozen is None and not entry.named:
                 # Children that outlive the root must inject what the exporter will send: its
@@ -494,9 +498,10 @@ def dsc_for_finished_root(
     frozen = parse_dsc(attrs.get(ATTR_DSC))
     if frozen is not None:
         return frozen
-    assert root.context is not None
-    trace_id = root.context.trace_id
-    sampled = root.context.trace_flags.sampled
+    context = root._context  # behind the SDK's properties: see span_attributes.py
+    assert context is not None
+    trace_id = context[TRACE_ID]
+    sampled = bool(context[TRACE_FLAGS] & SAMPLED)
     rate = parse_unit(attrs.get(ATTR_SAMPLE_RATE))
     rand, rate = consistent_rand_rate(
         trace_id, sampled, parse_rand(attrs.get(ATTR_SAMPLE_RAND)), 1.0 if rate is None else rate

@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otel_bridge.span_attributes import IS_REMOTE
+
 
 class LocalRootProcessors(SpanProcessor):
     """Forwards local roots (no parent, or a remote one) to ``processors``, in order.
 
     Each hook tests the span as ``pipeline.assembly.is_local_root`` does, written out: the
-    hooks run for every span the application makes, and the test costs less than a call.
+    hooks run for every span the application makes, and the test costs less than a call
+    (and reads the span behind the SDK's properties, see otel_bridge/span_attributes.py).
     The processors behind it keep their own test, so each still works registered alone.
     """
 
@@ -27,22 +30,22 @@ class LocalRootProcessors(SpanProcessor):
         self.processors = tuple(processors)
 
     def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
-        parent = span.parent
-        if parent is not None and not parent.is_remote:
+        parent = span._parent
+        if parent is not None and not parent[IS_REMOTE]:
             return
         for processor in self.processors:
             processor.on_start(span, parent_context=parent_context)
 
     def _on_ending(self, span: Span) -> None:
-        parent = span.parent
-        if parent is not None and not parent.is_remote:
+        parent = span._parent
+        if parent is not None and not parent[IS_REMOTE]:
             return
         for processor in self.processors:
             processor._on_ending(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        parent = span.parent
-        if parent is not None and not parent.is_remote:
+        parent = span._parent
+        if parent is not None and not parent[IS_REMOTE]:
             return
         for processor in self.processors:
             processor.on_end(span)

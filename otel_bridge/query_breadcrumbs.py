@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 from sentry_sdk.utils import datetime_from_isoformat
 
-from otel_bridge.span_attributes import attributes_view
+from otel_bridge.span_attributes import IS_REMOTE, TRACE_ID, attributes_view
 
 QUERY_CATEGORY = "query"
 # sentry-sdk's default max_breadcrumbs: an event never carries more queries than that.
@@ -49,25 +49,27 @@ class QueryBreadcrumbRecorder(SpanProcessor):
         self._lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
+        # On the request thread, for every span: read behind the SDK's properties (see
+        # otel_bridge/span_attributes.py).
+        context = span._context
         if context is None:
             return
-        parent = span.parent
-        if parent is None or parent.is_remote:
+        parent = span._parent
+        if parent is None or parent[IS_REMOTE]:
             # The unit of work is over: its errors have been captured.
             if self._queries:
                 with self._lock:
-                    self._queries.pop(context.trace_id, None)
+                    self._queries.pop(context[TRACE_ID], None)
             return
         # Database spans are CLIENT spans: the kind rules most spans out at once.
-        if span.kind is not SpanKind.CLIENT:
+        if span._kind is not SpanKind.CLIENT:
             return
         # The SDK's own dict: the public mapping answers `in` for a missing key by raising
         # and catching a KeyError in Python, on the request thread.
         attributes = attributes_view(span)
         if "db.system" not in attributes and "db.system.name" not in attributes:
             return
-        trace_id = context.trace_id
+        trace_id = context[TRACE_ID]
         queries = self._queries.get(trace_id)
         if queries is None:
             with self._lock:

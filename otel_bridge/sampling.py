@@ -38,6 +38,7 @@ from otel_bridge.dsc import (
     serialize_dsc,
     transaction_from_span,
 )
+from otel_bridge.span_attributes import IS_REMOTE, IS_VALID, SAMPLED, TRACE_FLAGS, TRACE_STATE
 
 _logger = logging.getLogger(__name__)
 
@@ -130,9 +131,12 @@ class BridgeSampler(Sampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
-        parent_state = parent.trace_state if parent.is_valid else None
-        if parent.is_valid and not parent.is_remote:
-            sampled = parent.trace_flags.sampled
+        # Called for every span: the context read by position, not through its properties
+        # (see otel_bridge/span_attributes.py).
+        valid = parent[IS_VALID]
+        parent_state = parent[TRACE_STATE] if valid else None
+        if valid and not parent[IS_REMOTE]:
+            sampled = bool(parent[TRACE_FLAGS] & SAMPLED)
             return self._result(sampled, kind, attributes, None, parent_state)
         try:
             sampled, extra = self._decide_root(parent_context, parent, trace_id, name, attributes)

@@ -28,6 +28,7 @@ from sentry_sdk.scope import Scope
 from sentry_sdk.session import Session
 
 from otel_bridge.pipeline.ids import new_uuid4
+from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID
 
 # Roots that never end must not keep their scopes alive forever.
 MAX_OPEN_SCOPES = 10_000
@@ -52,8 +53,10 @@ class SentryScopeProcessor(SpanProcessor):
         self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
-        parent = span.parent
-        if (parent is not None and not parent.is_remote) or span.kind in _OUTGOING:
+        # Read behind the SDK's properties: see otel_bridge/span_attributes.py.
+        parent = span._parent
+        kind = span._kind
+        if (parent is not None and not parent[IS_REMOTE]) or kind in _OUTGOING:
             return
         current = Scope.get_isolation_scope()
         if id(current) in self._open_scopes or _has_session(current):
@@ -62,7 +65,7 @@ class SentryScopeProcessor(SpanProcessor):
         if not client.is_active():
             return
         scope = self._base.fork()
-        session = span.kind is SpanKind.SERVER and _tracks_sessions(client.options)
+        session = kind is SpanKind.SERVER and _tracks_sessions(client.options)
         if session:
             _start_request_session(scope, client.options)
         Scope.set_isolation_scope(scope)
@@ -74,12 +77,12 @@ class SentryScopeProcessor(SpanProcessor):
                 self._open_scopes.discard(id(stale.scope))
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
+        context = span._context
         # Most spans opened no scope: looked up without the lock (a dict read is atomic).
-        if context is None or context.span_id not in self._open:
+        if context is None or context[SPAN_ID] not in self._open:
             return
         with self._lock:
-            opened = self._open.pop(context.span_id, None)
+            opened = self._open.pop(context[SPAN_ID], None)
             if opened is None:
                 return
             self._open_scopes.discard(id(opened.scope))

@@ -706,14 +706,15 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
     costs twice the scrubbing), else a scrubbed copy (public API only)."""
     if not scrubber.enabled:
         return span
-    # Every span sent passes here on the batch thread: each property is read once.
-    original_status = status = span.status
+    # Every span sent passes here on the batch thread: each field is read once, behind the
+    # SDK's properties (see otel_bridge/span_attributes.py).
+    original_status = status = span._status
     original_description = status.description
     if original_description:
         description = scrubber.scrub_text(original_description)
         if description != original_description:
             status = Status(status.status_code, description)
-    original_name = span.name
+    original_name = span._name
     name = scrubber.scrub_text(original_name)
     attributes = scrubber.changed_attributes(attributes_view(span))
     events: list[Event] | None = None

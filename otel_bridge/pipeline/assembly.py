@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID, TRACE_ID
+
 SpanKey = tuple[int, int]  # (trace_id, span_id)
 
 
@@ -52,8 +54,12 @@ class AssemblyStats:
 
 
 def is_local_root(span: ReadableSpan) -> bool:
-    parent = span.parent
-    return parent is None or parent.is_remote
+    parent = span._parent  # behind the SDK's properties: see otel_bridge/span_attributes.py
+    return parent is None or parent[IS_REMOTE]
+
+
+def _start_time(span: ReadableSpan) -> int:
+    return span._start_time or 0
 
 
 def _key(trace_id: int, span_id: int) -> SpanKey:
@@ -84,16 +90,18 @@ class TransactionAssembler:
     def add(self, spans: Iterable[ReadableSpan], now: float) -> list[AssembledTransaction]:
         ready: list[AssembledTransaction] = []
         for span in spans:
-            context = span.context
+            # Every span passes here: its fields are read behind the SDK's properties (see
+            # otel_bridge/span_attributes.py).
+            context = span._context
             if context is None:
                 continue
-            key = (context.trace_id, context.span_id)
-            parent = span.parent
-            if parent is None or parent.is_remote:  # is_local_root, for every span
+            key = (context[TRACE_ID], context[SPAN_ID])
+            parent = span._parent
+            if parent is None or parent[IS_REMOTE]:  # is_local_root, for every span
                 ready.append(AssembledTransaction(span, self._collect(key)))
                 self._remember_sent(key)
                 continue
-            parent_key = (context.trace_id, parent.span_id)
+            parent_key = (key[0], parent[SPAN_ID])
             if parent_key[1] in self._sent:
                 self.stats.follow_ups += 1
                 ready.append(
@@ -156,7 +164,7 @@ class TransactionAssembler:
                 collected.append(pending.span)
                 self._remember_sent(key)
             stack.extend(self._children.pop(key, ()))
-        collected.sort(key=lambda span: span.start_time or 0)
+        collected.sort(key=_start_time)
         return collected
 
     def _drop(self, key: SpanKey) -> None:

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from otel_bridge.forks import reset_in_forked_children
 from otel_bridge.pipeline.assembly import is_local_root
+from otel_bridge.span_attributes import SAMPLED, TRACE_FLAGS
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
@@ -122,8 +123,10 @@ class AccountedBatchSpanProcessor(BatchSpanProcessor):
             self._queued = max(0, self._queued - count)
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None or not context.trace_flags.sampled:
+        # On the request thread, for every span: read behind the SDK's properties (see
+        # otel_bridge/span_attributes.py).
+        context = span._context
+        if context is None or not context[TRACE_FLAGS] & SAMPLED:
             return
         with self._count_lock:
             if self._queued < self._capacity:

@@ -50,7 +50,7 @@ from otel_bridge.pipeline.span_errors import (
 )
 from otel_bridge.runtime import Runtime, get_runtime
 from otel_bridge.serialization import add_transaction
-from otel_bridge.span_attributes import attributes_view, events_view
+from otel_bridge.span_attributes import SAMPLED, TRACE_FLAGS, attributes_view, events_view
 from otel_bridge.transport import BridgeTransport
 
 if TYPE_CHECKING:
@@ -175,11 +175,13 @@ class SentrySpanExporter(SpanExporter):
             self.lost_transactions += 1
             return None
         root = assembled.root
-        if root.context is None or not root.context.trace_flags.sampled:
+        context = root._context  # behind the SDK's properties: see span_attributes.py
+        if context is None or not context[TRACE_FLAGS] & SAMPLED:
             return None
         config = self._config
+        resource = root._resource
         resource_fields = resource_event_fields(
-            root.resource, release=config.release, environment=config.environment
+            resource, release=config.release, environment=config.environment
         )
         name, source = transaction_name_and_source(root)
         dsc = dsc_for_finished_root(
@@ -215,7 +217,7 @@ class SentrySpanExporter(SpanExporter):
             name_and_source=(name, source),
         )
         apply_sentry_fields(event, self._context_fields(assembled))
-        event = self._scrub(event, root.resource)
+        event = self._scrub(event, resource)
         headers: dict[str, object] = {
             "event_id": event["event_id"],
             "sent_at": sent_at,
@@ -315,7 +317,7 @@ class SentrySpanExporter(SpanExporter):
     def _is_ingest_request(self, span: ReadableSpan) -> bool:
         """Spans of our own requests to the ingest (belt and braces: the transport already
         suppresses instrumentation while it sends)."""
-        if self._ingest is None or span.kind is not SpanKind.CLIENT:
+        if self._ingest is None or span._kind is not SpanKind.CLIENT:
             return False
         attributes = attributes_view(span)  # exported spans have ended: read in place
         host = attributes.get("server.address", attributes.get("net.peer.name"))

@@ -28,7 +28,7 @@ from opentelemetry.util.types import Attributes
 from otel_bridge import __version__ as _bridge_version
 from otel_bridge.dsc import INTERNAL_ATTRIBUTES
 from otel_bridge.pipeline.ids import new_event_id
-from otel_bridge.span_attributes import attributes_view
+from otel_bridge.span_attributes import SPAN_ID, TRACE_ID, attributes_view
 
 ORIGIN = "auto.otel"
 DEFAULT_OP = "default"
@@ -107,7 +107,7 @@ def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     attributes_view), with no copy made and nothing remembered, so a batch being mapped adds
     no objects for the garbage collector to carry. A live span's (one named early for the DSC
     or an error event) are copied: they may still change while they are read."""
-    if span.end_time is None:
+    if span._end_time is None:
         return dict(attributes_view(span))
     return attributes_view(span)
 
@@ -287,11 +287,11 @@ def is_http_server(span: ReadableSpan) -> bool:
 
 
 def _is_http_server(span: ReadableSpan, attrs: Mapping[str, Any]) -> bool:
-    return span.kind is SpanKind.SERVER and _http_method(attrs) is not None
+    return span._kind is SpanKind.SERVER and _http_method(attrs) is not None
 
 
 def _http_description(span: ReadableSpan, attrs: Mapping[str, Any], method: str) -> str:
-    if span.kind is SpanKind.CLIENT:
+    if span._kind is SpanKind.CLIENT:
         # Client spans name the remote resource; Sentry's requests module groups by host.
         url = _full_url(attrs)
         if url:
@@ -336,7 +336,7 @@ def sentry_status(span: ReadableSpan) -> str:
 
 
 def _sentry_status(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
-    if span.status.status_code is not StatusCode.ERROR:
+    if span._status._status_code is not StatusCode.ERROR:
         return "ok"
     code = _http_status_code(attrs)
     if code is not None:
@@ -396,18 +396,19 @@ def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[s
     # Runs for every span sent. The rules' keys are mostly absent (a database span has no
     # `sentry.op` and no HTTP method): a membership test first is a C-level lookup where
     # _first_str would be a Python call.
-    name = span.name
+    name = span._name
     explicit = _first_str(attrs, "sentry.op") if "sentry.op" in attrs else None
     if explicit:
         return explicit, name
+    kind = span._kind
     if "websocket.message.type" in attrs:
-        server_side = span.kind in (SpanKind.SERVER, SpanKind.CONSUMER)
+        server_side = kind in (SpanKind.SERVER, SpanKind.CONSUMER)
         return ("websocket.server" if server_side else "websocket.client"), name
     method = None if attrs.keys().isdisjoint(_HTTP_METHOD_KEYS) else _http_method(attrs)
     if method:
-        if span.kind is SpanKind.SERVER:
+        if kind is SpanKind.SERVER:
             op = "http.server"
-        elif span.kind is SpanKind.CLIENT:
+        elif kind is SpanKind.CLIENT:
             op = "http.client"
         else:
             op = "http"
@@ -416,7 +417,7 @@ def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[s
         return "db", _first_str(attrs, "db.query.text", "db.statement") or name
     if _first_str(attrs, "rpc.service"):
         return "rpc", name
-    if _first_str(attrs, "messaging.system") or span.kind in (
+    if _first_str(attrs, "messaging.system") or kind in (
         SpanKind.PRODUCER,
         SpanKind.CONSUMER,
     ):
@@ -457,15 +458,17 @@ def _natural_name(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, st
         route = _first_str(attrs, "http.route")
         if route:
             return f"{method} {route}", "route"
-        if span.kind is SpanKind.CLIENT and _full_url(attrs):
+        if span._kind is SpanKind.CLIENT and _full_url(attrs):
             return _http_description(span, attrs, method), "url"
         path = _http_path(attrs)
         if path:
             return f"{method} {path}", "url"
-        return span.name, "custom"
-    if span.kind is SpanKind.CONSUMER or _first_str(attrs, "code.function", "code.function.name"):
-        return _first_str(attrs, "celery.task_name") or span.name, "task"
-    return span.name, "custom"
+        return span._name, "custom"
+    if span._kind is SpanKind.CONSUMER or _first_str(
+        attrs, "code.function", "code.function.name"
+    ):
+        return _first_str(attrs, "celery.task_name") or span._name, "task"
+    return span._name, "custom"
 
 
 # -- spans and events ----------------------------------------------------------------------
@@ -491,47 +494,50 @@ def _span_data(span: ReadableSpan, attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _ids(span: ReadableSpan) -> tuple[str, str]:
-    context = span.get_span_context()
+    context = span._context
     if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
         raise ValueError(f"span {span.name!r} has no span context")
-    return format_trace_id(context.trace_id), format_span_id(context.span_id)
+    return format_trace_id(context[TRACE_ID]), format_span_id(context[SPAN_ID])
 
 
 def span_parent_id(span: ReadableSpan) -> str | None:
-    return format_span_id(span.parent.span_id) if span.parent is not None else None
+    parent = span._parent
+    return format_span_id(parent[SPAN_ID]) if parent is not None else None
 
 
-# SpanKind's names, looked up rather than read through Enum's Python-level `name` property.
-_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+# SpanKind's names, looked up rather than read through Enum's Python-level `name` property,
+# and by the member's id: hashing an Enum member is a Python-level call too.
+_KIND_NAMES = {id(kind): kind.name for kind in SpanKind}
 
 
 def sentry_span(span: ReadableSpan) -> dict[str, Any]:
     """One entry of a transaction's ``spans[]``.
 
-    It runs for every span sent, on the exporter's thread: each of the span's properties is
-    read once here, and the small helpers the other fields use (ids, times, status, data)
-    are written out, each being a Python-level call per span."""
-    context = span.context
+    It runs for every span sent, on the exporter's thread: each of the span's fields is
+    read once here, behind the SDK's properties (see otel_bridge/span_attributes.py), and
+    the small helpers the other fields use (ids, times, status, data) are written out,
+    each being a Python-level call per span."""
+    context = span._context
     if context is None:  # only hand-made ReadableSpans lack one; the SDK always sets it
         raise ValueError(f"span {span.name!r} has no span context")
-    start, end = span.start_time, span.end_time
+    start, end = span._start_time, span._end_time
     attrs = attributes_view(span)
     if end is None:  # a live span's attributes may still change: read a copy
         attrs = dict(attrs)
         end = start
     op, description = _op_and_description(span, attrs)
-    parent = span.parent
+    parent = span._parent
     data = attributes_dict(attrs)
-    data["otel.kind"] = _KIND_NAMES[span.kind]
+    data["otel.kind"] = _KIND_NAMES[id(span._kind)]
     return {
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "trace_id": f"{context[TRACE_ID]:032x}",
+        "span_id": f"{context[SPAN_ID]:016x}",
+        "parent_span_id": f"{parent[SPAN_ID]:016x}" if parent is not None else None,
         "op": op,
         "description": description,
         "status": (
             "ok"
-            if span.status.status_code is not StatusCode.ERROR
+            if span._status._status_code is not StatusCode.ERROR
             else _sentry_status(span, attrs)
         ),
         "start_timestamp": (start or 0) / 1e9,
@@ -697,7 +703,7 @@ def base_event(
     span: ReadableSpan, *, release: str | None, environment: str | None
 ) -> dict[str, Any]:
     """Fields shared by transaction and error events built from one span."""
-    parts = _resource_parts(span.resource, release, environment)
+    parts = _resource_parts(span._resource, release, environment)
     event: dict[str, Any] = {
         "event_id": new_event_id(),
         "platform": "python",
@@ -753,18 +759,23 @@ def transaction_event(
     already has it (the exporter names the DSC with it first).
     """
     name, source = name_and_source or transaction_name_and_source(root)
-    end = root.end_time if root.end_time is not None else root.start_time
+    start, end = root._start_time, root._end_time
+    if end is None:
+        end = start
     event = base_event(root, release=release, environment=environment)
     trace = trace_context(root, parent_id=parent_span_id)
     # span_data(root) without converting every attribute a second time
-    trace["data"] = {**event["contexts"]["otel"]["attributes"], "otel.kind": _KIND_NAMES[root.kind]}
+    trace["data"] = {
+        **event["contexts"]["otel"]["attributes"],
+        "otel.kind": _KIND_NAMES[id(root._kind)],
+    }
     event["contexts"]["trace"] = trace
     event.update(
         {
             "type": "transaction",
             "transaction": name,
             "transaction_info": {"source": source},
-            "start_timestamp": _seconds(root.start_time),
+            "start_timestamp": _seconds(start),
             "timestamp": _seconds(end),
             "spans": [sentry_span(span) for span in descendants],
         }
