@@ -227,6 +227,7 @@ def bench_django(
         f"- otel-bridge / SentrySpanProcessor (c): "
         f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x; overhead over bare "
         f"Django, otel-bridge / floor: {overhead:.2f}x",
+        *_paired_ratio_line(rounds_us),
         "- every round, µs/request: " + "; ".join(
             f"{v} {', '.join(f'{x:,.0f}' for x in rounds_us[v])}" for v in variants
         ),
@@ -240,6 +241,22 @@ def bench_django(
         "",
     )
     return {"vs_native": vs_native, "vs_floor": vs_floor, "delivered": delivered_ratio}
+
+
+def _paired_ratio_line(rounds_us: dict[str, list[float]]) -> list[str]:
+    """otel-bridge / native round by round. The two run a minute or two apart in each round,
+    so what drifts on a shared machine over the whole run cancels in each ratio; native's
+    own round-to-round spread (its transport thread against the request thread) does not,
+    and this line shows how far the verdict's ratio of medians could move with it."""
+    bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
+    if not bridge or not native:
+        return []
+    ratios = [b / n for b, n in zip(bridge, native, strict=True)]
+    return [
+        f"- otel-bridge / native round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
+        f"(median {median(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f}; "
+        f"{sum(r <= 0.5 for r in ratios)} of {len(ratios)} rounds at or under 0.5x)"
+    ]
 
 
 # -- micro -------------------------------------------------------------------------------
