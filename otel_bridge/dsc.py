@@ -28,7 +28,14 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import Attributes
 
 from otel_bridge.propagation.baggage import dsc_entries, parse_baggage, serialize_baggage, split_dsc
-from otel_bridge.span_attributes import IS_REMOTE, SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
+from otel_bridge.span_attributes import (
+    IS_REMOTE,
+    SAMPLED,
+    SPAN_ID,
+    TRACE_FLAGS,
+    TRACE_ID,
+    span_attributes,
+)
 
 # Set by the propagator on extract: the sender's DSC (``sentry-`` prefix removed), read-only.
 INCOMING_DSC_KEY = context_api.create_key("otel_bridge.incoming_dsc")
@@ -492,8 +499,6 @@ def dsc_for_finished_root(
     transaction_source: str | None,
 ) -> dict[str, str]:
     """The envelope ``trace`` header of the transaction made from ``root``."""
-    from otel_bridge.pipeline.mapping import span_attributes
-
     attrs: Mapping[str, Any] = span_attributes(root)
     frozen = parse_dsc(attrs.get(ATTR_DSC))
     if frozen is not None:

@@ -47,6 +47,18 @@ def attributes_view(span: ReadableSpan) -> Mapping[str, Any]:
     return span.attributes or {}
 
 
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A span's attributes, to read and never to change.
+
+    A finished span's never change: they are read in place, through the SDK's own dict (see
+    attributes_view), with no copy made and nothing remembered, so a batch being mapped adds
+    no objects for the garbage collector to carry. A live span's (one named early for the DSC
+    or an error event) are copied: they may still change while they are read."""
+    if span._end_time is None:
+        return dict(attributes_view(span))
+    return attributes_view(span)
+
+
 def events_view(span: ReadableSpan) -> Sequence[Event]:
     """A span's events, to read and never to change.
 

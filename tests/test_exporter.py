@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import Attributes
 
 from otel_bridge.config import load_config
 from otel_bridge.dsc import LocalRootTracker, set_active_tracker
@@ -386,3 +387,32 @@ def test_a_transport_of_the_users_own_gets_the_event_and_ours_gets_it_encoded(
         assert [span["description"] for span in event["spans"]] == ["step"]
     finally:
         own.kill()
+
+
+def test_spans_of_requests_to_the_ingest_are_left_out_and_queries_kept(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    """The exporter leaves out an HTTP client span aimed at the ingest (a request of our own
+    that an instrumentation saw), whether it names the ingest by address or by URL; a span
+    that is no HTTP request (no method) is kept even at that address."""
+    pipeline = pipeline_factory(ingest)
+    host, port = "127.0.0.1", ingest.port
+    spans: list[tuple[str, Attributes]] = [
+        ("POST ingest by address",
+         {"http.request.method": "POST", "server.address": host, "server.port": port}),
+        ("POST ingest by url",
+         {"http.method": "POST", "http.url": f"http://{host}:{port}/api/1/envelope/"}),
+        ("query at the same address",
+         {"db.system": "postgresql", "server.address": host, "server.port": port}),
+        ("GET elsewhere",
+         {"http.request.method": "GET", "server.address": host, "server.port": port + 1}),
+    ]
+    with pipeline.tracer.start_as_current_span("GET /checkout", kind=SpanKind.SERVER):
+        for name, attributes in spans:
+            with pipeline.tracer.start_as_current_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes
+            ):
+                pass
+    [transaction] = ingest.wait_for_items("transaction", 1)
+    kept = sorted((span["op"], span["description"]) for span in transaction["spans"])
+    assert kept == [("db", "query at the same address"), ("http.client", "GET")]

@@ -826,7 +826,7 @@ def test_a_finished_spans_attributes_are_read_in_place_and_a_live_spans_are_copi
     import gc
     import weakref
 
-    from otel_bridge.pipeline.mapping import span_attributes
+    from otel_bridge.span_attributes import span_attributes
 
     root = make_span("GET /", kind=SpanKind.SERVER,
                      attributes={"http.request.method": "GET", "http.route": "/"})

@@ -39,6 +39,7 @@ from otel_bridge.dsc import dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
+    HTTP_METHOD_KEYS,
     resource_event_fields,
     transaction_event,
     transaction_name_and_source,
@@ -131,7 +132,11 @@ class SentrySpanExporter(SpanExporter):
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
         now = self._clock()
-        own = [span for span in spans if not self._is_ingest_request(span)]
+        own = (
+            spans
+            if self._ingest is None
+            else [span for span in spans if not self._is_ingest_request(span)]
+        )
         ready = self._assembler.add(own, now)
         self._assembler.expire(now)
         sent_at = _now_timestamp()
@@ -320,6 +325,11 @@ class SentrySpanExporter(SpanExporter):
         if self._ingest is None or span._kind is not SpanKind.CLIENT:
             return False
         attributes = attributes_view(span)  # exported spans have ended: read in place
+        # The semantic conventions require the method on every HTTP client span: without
+        # one it is no HTTP request (a database query, the shop's every CLIENT span), and
+        # the address is not looked up.
+        if attributes.keys().isdisjoint(HTTP_METHOD_KEYS):
+            return False
         host = attributes.get("server.address", attributes.get("net.peer.name"))
         port = attributes.get("server.port", attributes.get("net.peer.port"))
         if host is None:

@@ -28,7 +28,7 @@ from opentelemetry.util.types import Attributes
 from otel_bridge import __version__ as _bridge_version
 from otel_bridge.dsc import INTERNAL_ATTRIBUTES
 from otel_bridge.pipeline.ids import new_event_id
-from otel_bridge.span_attributes import SPAN_ID, TRACE_ID, attributes_view
+from otel_bridge.span_attributes import SPAN_ID, TRACE_ID, attributes_view, span_attributes
 
 ORIGIN = "auto.otel"
 DEFAULT_OP = "default"
@@ -98,18 +98,6 @@ _REQUEST_HEADER_PREFIX = "http.request.header."
 
 
 # -- small helpers -------------------------------------------------------------------------
-
-
-def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """A span's attributes, to read and never to change.
-
-    A finished span's never change: they are read in place, through the SDK's own dict (see
-    attributes_view), with no copy made and nothing remembered, so a batch being mapped adds
-    no objects for the garbage collector to carry. A live span's (one named early for the DSC
-    or an error event) are copied: they may still change while they are read."""
-    if span._end_time is None:
-        return dict(attributes_view(span))
-    return attributes_view(span)
 
 
 _attrs = span_attributes
@@ -242,11 +230,11 @@ def http_method(span: ReadableSpan) -> str | None:
 
 # The functions taking ``attrs`` are the mapping's own: a span's attributes are looked up
 # once per span and handed down, rather than once per question asked of the span.
-_HTTP_METHOD_KEYS = ("http.request.method", "http.method")
+HTTP_METHOD_KEYS = ("http.request.method", "http.method")
 
 
 def _http_method(attrs: Mapping[str, Any]) -> str | None:
-    method = _first_str(attrs, *_HTTP_METHOD_KEYS)
+    method = _first_str(attrs, *HTTP_METHOD_KEYS)
     if method == "_OTHER":
         method = _first_str(attrs, "http.request.method_original") or method
     return method
@@ -404,7 +392,7 @@ def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[s
     if "websocket.message.type" in attrs:
         server_side = kind in (SpanKind.SERVER, SpanKind.CONSUMER)
         return ("websocket.server" if server_side else "websocket.client"), name
-    method = None if attrs.keys().isdisjoint(_HTTP_METHOD_KEYS) else _http_method(attrs)
+    method = None if attrs.keys().isdisjoint(HTTP_METHOD_KEYS) else _http_method(attrs)
     if method:
         if kind is SpanKind.SERVER:
             op = "http.server"
