@@ -846,3 +846,51 @@ def test_a_finished_spans_attributes_are_read_in_place_and_a_live_spans_are_copi
     assert snapshot == {"http.route": "/a"}
     assert span_attributes(live) == {"http.route": "/b"}
     live.end()
+
+
+# -- remembered child shapes ---------------------------------------------------------------
+
+
+def test_a_repeated_query_maps_alike_and_each_span_gets_its_own_data() -> None:
+    attributes = {"db.system": "sqlite", "db.statement": "SELECT name FROM customer WHERE id = %s"}
+    first = sentry_span(make_span("SELECT", kind=SpanKind.CLIENT, attributes=attributes))
+    second = sentry_span(make_span("SELECT", kind=SpanKind.CLIENT, attributes=attributes))
+    assert (first["op"], first["description"]) == ("db", attributes["db.statement"])
+    assert second["data"] == first["data"] == {**attributes, "otel.kind": "CLIENT"}
+    assert second["span_id"] != first["span_id"]
+    # what one event does with its data never reaches the next span of the same shape
+    first["data"]["db.statement"] = "changed"
+    third = sentry_span(make_span("SELECT", kind=SpanKind.CLIENT, attributes=attributes))
+    assert third["data"]["db.statement"] == attributes["db.statement"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (True, 1),  # equal under ==, as dict keys
+        ((True,), (1,)),
+        (0.0, -0.0),
+        (2, 2.0),
+    ],
+)
+def test_values_equal_under_eq_still_map_as_themselves(values: tuple[Any, Any]) -> None:
+    for value in values:
+        span = make_span("flagged", kind=SpanKind.CLIENT, attributes={"app.flag": value})
+        data = sentry_span(span)["data"]
+        assert json.dumps(data["app.flag"]) == json.dumps(json_safe(value)), value
+
+
+def test_a_span_made_by_hand_with_a_list_value_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    span = make_span("hand", kind=SpanKind.CLIENT, attributes={"app.items": ("a", "b")})
+    monkeypatch.setattr(span, "_attributes", {"app.items": ["a", "b"]})
+    assert sentry_span(span)["data"]["app.items"] == ["a", "b"]
+
+
+def test_remembered_shapes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_bridge.pipeline import mapping
+
+    monkeypatch.setattr(mapping, "_MAX_SHAPES", 3)
+    monkeypatch.setattr(mapping, "_SHAPES", {})
+    for number in range(10):
+        sentry_span(make_span("q", kind=SpanKind.CLIENT, attributes={"db.statement": str(number)}))
+        assert len(mapping._SHAPES) <= 3
