@@ -32,6 +32,7 @@ from otel_bridge.dsc import (
     backfill_incoming,
     consistent_rand_rate,
     generate_sample_rand,
+    head_sample_rand,
     incoming_dsc,
     parse_rand,
     parse_unit,
@@ -174,7 +175,9 @@ class BridgeSampler(Sampler):
         rate = self._rate_for(name, attributes)
         rand = parse_rand((incoming or {}).get("sample_rand"))
         if upstream is None:
-            if rand is None:
+            if rand is None and not parent.is_valid:
+                rand = head_sample_rand(trace_id)
+            elif rand is None:
                 rand = generate_sample_rand(trace_id) or 0.0
             sampled = rand < rate
         else:

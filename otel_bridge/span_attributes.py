@@ -41,8 +41,11 @@ def attributes_view(span: ReadableSpan) -> Mapping[str, Any]:
     iteration (an ``__iter__`` and a ``__getitem__`` per key) costs about 15x that of the
     plain dict it keeps (``_dict``, private): that dict when it is there, the public view
     otherwise. The span pipeline reads every attribute of every span more than once."""
-    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-    if isinstance(inner, dict):
+    try:
+        inner = span._attributes._dict  # type: ignore[union-attr]
+    except AttributeError:
+        return span.attributes or {}
+    if type(inner) is dict:
         return inner
     return span.attributes or {}
 

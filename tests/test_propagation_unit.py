@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -19,6 +20,7 @@ from otel_bridge.dsc import (
     current_dsc,
     dsc_for_finished_root,
     generate_sample_rand,
+    head_sample_rand,
     parse_dsc,
 )
 from otel_bridge.propagation.baggage import (
@@ -122,6 +124,32 @@ def test_sample_rand_matches_sentry_sdk() -> None:
                 trace_id, interval=interval
             )
     assert generate_sample_rand(1, 0.5, 0.5) is None
+
+
+def test_head_sample_rand_is_uniform_over_the_ids_random_bits() -> None:
+    assert head_sample_rand(0) == 0.0
+    assert head_sample_rand((1 << 128) - 1) == 0.999999  # never 1.0
+    assert head_sample_rand(1 << 56) == 0.0  # the bits above the low 56 are not read
+    assert head_sample_rand(1 << 55) == 0.5
+    draws = [head_sample_rand(random.getrandbits(128)) for _ in range(20_000)]
+    assert all(0.0 <= d < 1.0 and d == round(d, 6) for d in draws)
+    tenths = [sum(1 for d in draws if k / 10 <= d < (k + 1) / 10) for k in range(10)]
+    assert min(tenths) > 1_700 and max(tenths) < 2_300, tenths
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5])
+def test_a_new_trace_is_sampled_by_the_sample_rand_it_propagates(rate: float) -> None:
+    decisions = []
+    with rig(rate=rate) as r:
+        for _ in range(200):
+            with r.tracer.start_as_current_span("job") as root:
+                values = _values(r.inject()["baggage"])
+            trace_id = root.get_span_context().trace_id
+            rand = float(values["sentry-sample_rand"])
+            assert rand == head_sample_rand(trace_id)
+            assert (values["sentry-sampled"] == "true") == (rand < rate)
+            decisions.append(rand < rate)
+    assert 0.1 < sum(decisions) / len(decisions) < rate + 0.15
 
 
 @pytest.mark.parametrize("sampled", [True, False])

@@ -185,12 +185,14 @@ def sentry_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
+# printf-style (noqa: UP031) rather than f"{id:032x}": int.__format__ parses its spec at
+# every call and takes about twice as long, and the mapping writes three ids per span.
 def format_trace_id(trace_id: int) -> str:
-    return f"{trace_id:032x}"
+    return "%032x" % trace_id  # noqa: UP031
 
 
 def format_span_id(span_id: int) -> str:
-    return f"{span_id:016x}"
+    return "%016x" % span_id  # noqa: UP031
 
 
 def _seconds(nanoseconds: int | None) -> float:
@@ -548,9 +550,9 @@ def sentry_span(span: ReadableSpan) -> dict[str, Any]:
     op, description, data, origin = shape
     parent = span._parent
     return {
-        "trace_id": f"{context[TRACE_ID]:032x}",
-        "span_id": f"{context[SPAN_ID]:016x}",
-        "parent_span_id": f"{parent[SPAN_ID]:016x}" if parent is not None else None,
+        "trace_id": "%032x" % context[TRACE_ID],  # noqa: UP031
+        "span_id": "%016x" % context[SPAN_ID],  # noqa: UP031
+        "parent_span_id": "%016x" % parent[SPAN_ID] if parent is not None else None,  # noqa: UP031
         "op": op,
         "description": description,
         "status": (
