@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 
 # A SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state,
 # is_valid): its properties return these items.
@@ -40,13 +42,19 @@ def attributes_view(span: ReadableSpan) -> Mapping[str, Any]:
     The SDK's public view is a MappingProxy over ``BoundedAttributes``, whose Python-level
     iteration (an ``__iter__`` and a ``__getitem__`` per key) costs about 15x that of the
     plain dict it keeps (``_dict``, private): that dict when it is there, the public view
-    otherwise. The span pipeline reads every attribute of every span more than once."""
+    otherwise. The span pipeline reads every attribute of every span more than once.
+
+    A ``ReadableSpan`` made from a plain dict (the scrubber's copy of a span it changed)
+    keeps that dict as it is: read in place too, where its public view would be a proxy."""
     try:
-        inner = span._attributes._dict  # type: ignore[union-attr]
+        inner = span._attributes
     except AttributeError:
         return span.attributes or {}
-    if type(inner) is dict:
-        return inner
+    kind = inner.__class__
+    if kind is BoundedAttributes:
+        return inner._dict  # type: ignore[union-attr,no-any-return]
+    if kind is dict:
+        return inner  # type: ignore[return-value]
     return span.attributes or {}
 
 
@@ -67,8 +75,15 @@ def events_view(span: ReadableSpan) -> Sequence[Event]:
 
     ``span.events`` copies them into a new tuple at every read, through the Python-level
     iteration of the SDK's ``BoundedList``; most spans have none, and the scrubber asks
-    every span. The deque inside (``_dq``, private) when it is there, else the public copy."""
-    inner = getattr(getattr(span, "_events", None), "_dq", None)
-    if inner is not None:
-        return inner  # type: ignore[no-any-return]
+    every span. The deque inside (``_dq``, private) when it is there, the list or tuple a
+    ``ReadableSpan`` was made from (the scrubber's copies), else the public copy."""
+    try:
+        inner = span._events
+    except AttributeError:
+        return span.events
+    kind = inner.__class__
+    if kind is BoundedList:
+        return inner._dq  # type: ignore[attr-defined,no-any-return]
+    if kind is tuple or kind is list:
+        return inner
     return span.events

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, TracerProvider
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceFlags, TraceState
 
@@ -67,6 +69,28 @@ def test_private_fields_are_what_the_properties_return(
     assert span._status._status_code is span.status.status_code
     assert dict(attributes_view(span)) == dict(span.attributes or {})
     assert list(events_view(span)) == list(span.events)
+
+
+def test_attributes_are_read_in_place() -> None:
+    """The fast paths are taken: the SDK's own dict, or the dict a copy was made from."""
+    for label, span in _spans():
+        inner = span._attributes
+        assert isinstance(inner, BoundedAttributes), label
+        assert attributes_view(span) is inner._dict, label
+    given = {"db.statement": "SELECT 1"}
+    copy = ReadableSpan(name="copy", attributes=given)
+    assert attributes_view(copy) is given
+    assert dict(attributes_view(ReadableSpan(name="none"))) == {}
+
+
+def test_events_are_read_in_place() -> None:
+    for label, span in _spans():
+        inner = span._events
+        assert isinstance(inner, BoundedList), label
+        assert events_view(span) is inner._dq, label  # type: ignore[attr-defined]
+    given = [Event("retry", {"n": 1})]
+    assert events_view(ReadableSpan(name="copy", events=given)) is given
+    assert list(events_view(ReadableSpan(name="none"))) == []
 
 
 @pytest.mark.parametrize("label, span", list(_spans()), ids=lambda value: str(value)[:14])
