@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +184,12 @@ def bench_django(
     user_us = {v: median(per_burst_request(v, "user")) for v in variants}
     sys_us = {v: median(per_burst_request(v, "sys")) for v in variants}
     # A subset of the variants (--variants) leaves the missing ones' figures as nan.
-    per_request: dict[str, float] = collections.defaultdict(
-        lambda: float("nan"), {v: median(rounds_us[v]) for v in variants}
-    )
+    per_request: dict[str, float] = {v: median(rounds_us[v]) for v in variants}
     delivered: dict[str, float] = collections.defaultdict(
         lambda: float("nan"), {v: median([r.delivered for r in burst[v]]) for v in variants}
     )
     failures = {v: sum(r.errors + (mode.burst - r.ok) for r in burst[v]) for v in variants}
-    bare = per_request["bare"]
+    bare = per_request.get("bare", float("nan"))
     report.add(
         "## Django view, 5 SQL queries, 100% sampling",
         "",
@@ -208,39 +206,83 @@ def bench_django(
         shown = "n/a" if v in ("bare", "otel_null", "sentry_errors") else (
             f"{delivered[v]:.0f}/{mode.burst} ({delivered[v] / mode.burst:.0%})"
         )
+        over_bare = "n/a" if "bare" not in variants else f"{per_request[v] - bare:+,.0f}"
         report.add(
-            f"| {VARIANT_LABELS[v]} | {per_request[v]:,.0f} | {per_request[v] - bare:+,.0f} "
+            f"| {VARIANT_LABELS[v]} | {per_request[v]:,.0f} | {over_bare} "
             f"| {user_us[v]:,.0f} | {sys_us[v]:,.0f} | {shown} | {failures[v]} |"
         )
-    vs_native = per_request["bridge"] / per_request["native"]
-    vs_floor = per_request["bridge"] / per_request["otel_null"]
+    nan = float("nan")
+    vs_native = per_request.get("bridge", nan) / per_request.get("native", nan)
+    vs_floor = per_request.get("bridge", nan) / per_request.get("otel_null", nan)
     delivered_ratio = delivered["bridge"] / mode.burst
-    overhead = (per_request["bridge"] - bare) / max(per_request["otel_null"] - bare, 1e-9)
     report.add(
         "",
-        f"- otel-bridge / native CPU per request: **{vs_native:.2f}x** (target <= 0.5x) "
-        f"{verdict(vs_native <= 0.5)}",
-        f"- otel-bridge / OTel floor (d): **{vs_floor:.2f}x** (target <= 1.6x) "
-        f"{verdict(vs_floor <= 1.6)}",
-        f"- otel-bridge delivered: **{delivered_ratio:.0%}** of {mode.burst} (target 100%) "
-        f"{verdict(delivered_ratio >= 1.0)}",
-        f"- otel-bridge / SentrySpanProcessor (c): "
-        f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x; overhead over bare "
-        f"Django, otel-bridge / floor: {overhead:.2f}x",
+        *_django_summary_lines(per_request, delivered_ratio, mode.burst),
         *_paired_ratio_line(rounds_us),
         "- every round, µs/request: " + "; ".join(
             f"{v} {', '.join(f'{x:,.0f}' for x in rounds_us[v])}" for v in variants
         ),
-        f"- sentry-sdk started for errors with its own Django integration (b0) costs "
-        f"{per_request['sentry_errors'] - bare:+,.0f} µs/request over bare Django; "
-        "otel-bridge replaces that integration with its own error capture "
-        "(OTEL_BRIDGE_DJANGO_ERRORS=lean).",
-        f"- gzip on every envelope (e'): {per_request['bridge_gzip']:,.0f} µs/request, "
-        f"{per_request['bridge_gzip'] / per_request['native']:.2f}x native, "
-        f"{per_request['bridge_gzip'] / per_request['otel_null']:.2f}x the floor.",
+        *_django_side_lines(per_request),
         "",
     )
     return {"vs_native": vs_native, "vs_floor": vs_floor, "delivered": delivered_ratio}
+
+
+def _django_summary_lines(
+    per_request: Mapping[str, float], delivered_ratio: float, burst: int
+) -> list[str]:
+    """The verdicts and the SentrySpanProcessor comparison, each left out when a variant it
+    needs was not run (--variants): a verdict on a figure never measured would read MISS."""
+    ran = per_request.keys()
+    lines = []
+    if {"bridge", "native"} <= ran:
+        vs_native = per_request["bridge"] / per_request["native"]
+        lines.append(
+            f"- otel-bridge / native CPU per request: **{vs_native:.2f}x** (target <= 0.5x) "
+            f"{verdict(vs_native <= 0.5)}"
+        )
+    if {"bridge", "otel_null"} <= ran:
+        vs_floor = per_request["bridge"] / per_request["otel_null"]
+        lines.append(
+            f"- otel-bridge / OTel floor (d): **{vs_floor:.2f}x** (target <= 1.6x) "
+            f"{verdict(vs_floor <= 1.6)}"
+        )
+    if "bridge" in ran:
+        lines.append(
+            f"- otel-bridge delivered: **{delivered_ratio:.0%}** of {burst} (target 100%) "
+            f"{verdict(delivered_ratio >= 1.0)}"
+        )
+    if {"bridge", "sentry_otel"} <= ran:
+        lines.append(
+            f"- otel-bridge / SentrySpanProcessor (c): "
+            f"{per_request['bridge'] / per_request['sentry_otel']:.2f}x"
+        )
+    if {"bridge", "otel_null", "bare"} <= ran:
+        bare = per_request["bare"]
+        overhead = (per_request["bridge"] - bare) / max(per_request["otel_null"] - bare, 1e-9)
+        lines.append(f"- overhead over bare Django, otel-bridge / floor: {overhead:.2f}x")
+    return lines
+
+
+def _django_side_lines(per_request: Mapping[str, float]) -> list[str]:
+    """What errors-only sentry-sdk and gzip on every envelope cost, when they were run."""
+    ran = per_request.keys()
+    lines = []
+    if {"sentry_errors", "bare"} <= ran:
+        lines.append(
+            f"- sentry-sdk started for errors with its own Django integration (b0) costs "
+            f"{per_request['sentry_errors'] - per_request['bare']:+,.0f} µs/request over "
+            "bare Django; otel-bridge replaces that integration with its own error capture "
+            "(OTEL_BRIDGE_DJANGO_ERRORS=lean)."
+        )
+    if {"bridge_gzip", "native", "otel_null"} <= ran:
+        gzip = per_request["bridge_gzip"]
+        lines.append(
+            f"- gzip on every envelope (e'): {gzip:,.0f} µs/request, "
+            f"{gzip / per_request['native']:.2f}x native, "
+            f"{gzip / per_request['otel_null']:.2f}x the floor."
+        )
+    return lines
 
 
 def _paired_ratio_line(rounds_us: dict[str, list[float]]) -> list[str]:

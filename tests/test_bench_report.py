@@ -1,8 +1,8 @@
-"""The Django section's round-by-round ratio line (bench/run.py)."""
+"""The Django section's summary lines (bench/run.py)."""
 
 from __future__ import annotations
 
-from bench.run import _paired_ratio_line
+from bench.run import _django_side_lines, _django_summary_lines, _paired_ratio_line
 
 
 def test_each_round_pairs_bridge_with_the_native_run_of_the_same_round() -> None:
@@ -18,3 +18,43 @@ def test_each_round_pairs_bridge_with_the_native_run_of_the_same_round() -> None
 def test_left_out_without_both_variants() -> None:
     assert _paired_ratio_line({"bridge": [1800.0]}) == []
     assert _paired_ratio_line({"native": [4000.0], "otel_null": [1500.0]}) == []
+
+
+ALL = {
+    "bare": 1000.0,
+    "native": 4000.0,
+    "sentry_errors": 1400.0,
+    "sentry_otel": 6000.0,
+    "otel_null": 1600.0,
+    "bridge": 1900.0,
+    "bridge_gzip": 2000.0,
+}
+
+
+def test_every_verdict_and_comparison_with_all_variants() -> None:
+    lines = _django_summary_lines(ALL, 1.0, 400)
+    assert lines == [
+        "- otel-bridge / native CPU per request: **0.47x** (target <= 0.5x) PASS",
+        "- otel-bridge / OTel floor (d): **1.19x** (target <= 1.6x) PASS",
+        "- otel-bridge delivered: **100%** of 400 (target 100%) PASS",
+        "- otel-bridge / SentrySpanProcessor (c): 0.32x",
+        "- overhead over bare Django, otel-bridge / floor: 1.50x",
+    ]
+    side = _django_side_lines(ALL)
+    assert side[0].startswith("- sentry-sdk started for errors") and "+400 µs" in side[0]
+    assert side[1] == (
+        "- gzip on every envelope (e'): 2,000 µs/request, 0.50x native, 1.25x the floor."
+    )
+
+
+def test_a_subset_of_variants_leaves_out_what_was_not_measured() -> None:
+    subset = {v: ALL[v] for v in ("native", "otel_null", "bridge")}
+    lines = _django_summary_lines(subset, 0.5, 400)
+    assert lines == [
+        "- otel-bridge / native CPU per request: **0.47x** (target <= 0.5x) PASS",
+        "- otel-bridge / OTel floor (d): **1.19x** (target <= 1.6x) PASS",
+        "- otel-bridge delivered: **50%** of 400 (target 100%) MISS",
+    ]
+    assert _django_side_lines(subset) == []
+    assert not any("nan" in line for line in lines)
+    assert _django_summary_lines({"native": 4000.0, "bare": 1000.0}, float("nan"), 400) == []
