@@ -703,22 +703,23 @@ def _scrub_event(scrubber: Scrubber, event: Event) -> Event:
 
 def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
     """The span itself when scrubbing changes nothing in it (the common case: making a copy
-    costs twice the scrubbing), else a scrubbed copy (public API only)."""
+    costs twice the scrubbing), else a scrubbed copy."""
     if not scrubber.enabled:
         return span
     # Every span sent passes here on the batch thread: each field is read once, behind the
     # SDK's properties (see otel_bridge/span_attributes.py).
     original_status = status = span._status
     original_description = status.description
+    original_name = span._name
+    original_attributes = attributes_view(span)
+    original_events = events_view(span)
     if original_description:
         description = scrubber.scrub_text(original_description)
         if description != original_description:
             status = Status(status.status_code, description)
-    original_name = span._name
     name = scrubber.scrub_text(original_name)
-    attributes = scrubber.changed_attributes(attributes_view(span))
+    attributes = scrubber.changed_attributes(original_attributes)
     events: list[Event] | None = None
-    original_events = events_view(span)
     if original_events:
         scrubbed_events = [_scrub_event(scrubber, event) for event in original_events]
         if any(new is not old for new, old in zip(scrubbed_events, original_events, strict=True)):
@@ -727,19 +728,22 @@ def scrub_readable_span(scrubber: Scrubber, span: ReadableSpan) -> ReadableSpan:
         status is original_status
     ):
         return span
+    # The copy is made from the fields behind the properties, as the SDK's own
+    # _readable_span() does: the properties would each be a Python-level call.
     return ReadableSpan(
         name=name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=dict(attributes_view(span)) if attributes is None else attributes,
+        context=span._context,
+        parent=span._parent,
+        resource=span._resource,
+        attributes=dict(original_attributes) if attributes is None else attributes,
         events=list(original_events) if events is None else events,
-        links=span.links,
-        kind=span.kind,
+        links=tuple(span._links),
+        kind=span._kind,
         status=status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
+        start_time=span._start_time,
+        end_time=span._end_time,
+        instrumentation_info=span._instrumentation_info,
+        instrumentation_scope=span._instrumentation_scope,
     )
 
 

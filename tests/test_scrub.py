@@ -7,6 +7,7 @@ import json
 
 import pytest
 import sentry_sdk
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -588,6 +589,37 @@ def test_spans_with_the_same_clean_values_are_all_passed_on_as_they_are() -> Non
     assert spans[1].attributes["db.statement"] is not spans[2].attributes["db.statement"]  # type: ignore[index]
     scrubber = Scrubber()
     assert [scrub_readable_span(scrubber, span) is span for span in spans] == [True] * 3
+
+
+def test_a_scrubbed_copy_keeps_every_other_field() -> None:
+    from opentelemetry.trace import Link, SpanKind
+
+    from otel_bridge.scrub import scrub_readable_span
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "copied"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("copier", "1.2")
+    with tracer.start_as_current_span("parent") as parent:
+        link = Link(parent.get_span_context(), {"why": "retry"})
+        with tracer.start_as_current_span(
+            "GET", kind=SpanKind.SERVER, links=[link],
+            attributes={"net.peer.ip": "10.1.2.3", "http.route": "orders/"},
+        ) as child:
+            child.add_event("step", {"n": 1})
+    original = next(s for s in exporter.get_finished_spans() if s.name == "GET")
+    copy = scrub_readable_span(Scrubber(), original)
+    assert copy is not original
+    assert dict(copy.attributes or {}) == {"http.route": "orders/"}  # the client IP left out
+    assert copy.context == original.context and copy.parent == original.parent
+    assert copy.kind is SpanKind.SERVER and copy.resource is original.resource
+    assert copy.links == original.links and copy.links[0].attributes == {"why": "retry"}
+    assert [e.name for e in copy.events] == ["step"]
+    assert (copy.start_time, copy.end_time) == (original.start_time, original.end_time)
+    assert copy.instrumentation_scope == original.instrumentation_scope
+    assert copy.instrumentation_scope is not None
+    assert copy.instrumentation_scope.version == "1.2"
+    assert copy.status.status_code == original.status.status_code
 
 
 def test_changed_attributes_is_none_when_nothing_changes_and_keeps_order_otherwise(

@@ -32,7 +32,17 @@ from otel_bridge.span_attributes import (
     events_view,
 )
 
-_FIELDS = ("context", "parent", "kind", "name", "status", "start_time", "end_time", "resource")
+_FIELDS = (
+    "context",
+    "parent",
+    "kind",
+    "name",
+    "status",
+    "start_time",
+    "end_time",
+    "resource",
+    "instrumentation_scope",
+)
 
 
 def _spans() -> Iterator[tuple[str, Span | ReadableSpan]]:
@@ -67,6 +77,8 @@ def test_private_fields_are_what_the_properties_return(
     for field in _FIELDS:
         assert getattr(span, f"_{field}") is getattr(span, field), (label, field)
     assert span._status._status_code is span.status.status_code
+    assert tuple(span._links) == span.links  # the scrubber's copies read these two
+    assert span._instrumentation_info is span.__dict__["_instrumentation_info"]
     assert dict(attributes_view(span)) == dict(span.attributes or {})
     assert list(events_view(span)) == list(span.events)
 
