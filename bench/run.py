@@ -183,7 +183,8 @@ def bench_django(
     # each the median of its own rounds, so the two need not add up to the total's median.
     user_us = {v: median(per_burst_request(v, "user")) for v in variants}
     sys_us = {v: median(per_burst_request(v, "sys")) for v in variants}
-    # A subset of the variants (--variants) leaves the missing ones' figures as nan.
+    # A subset of the variants (--variants): the lines needing a missing one are left out
+    # (_django_summary_lines), the figures returned for the run's summary are nan.
     per_request: dict[str, float] = {v: median(rounds_us[v]) for v in variants}
     delivered: dict[str, float] = collections.defaultdict(
         lambda: float("nan"), {v: median([r.delivered for r in burst[v]]) for v in variants}

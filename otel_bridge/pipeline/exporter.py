@@ -40,6 +40,7 @@ from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssem
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
     HTTP_METHOD_KEYS,
+    format_span_id,
     resource_event_fields,
     transaction_event,
     transaction_name_and_source,
@@ -209,7 +210,7 @@ class SentrySpanExporter(SpanExporter):
             self.lost_transactions += 1
             return None
         parent_hex = (
-            format(assembled.parent_span_id, "016x")
+            format_span_id(assembled.parent_span_id)
             if assembled.parent_span_id is not None
             else None
         )
