@@ -7,6 +7,7 @@ usage once it has exited, so the final flush at shutdown is part of the figure.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -79,6 +80,8 @@ class Exited:
     returncode: int
     cpu: CpuTimes  # over the whole life, from wait4
     max_rss_bytes: int
+    # The server's own reading once its exit handlers had run (Server(report_cpu=True)).
+    flushed_cpu: CpuTimes | None = None
 
 
 def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> Exited:
@@ -157,14 +160,20 @@ class Server:
         *,
         wrapper: Sequence[str] = (),
         ready_timeout: float = 60.0,
+        report_cpu: bool = False,
     ) -> None:
-        """``wrapper``: a command the server runs under (``valgrind ...``)."""
+        """``wrapper``: a command the server runs under (``valgrind ...``). ``report_cpu``:
+        the server reads its own CPU time (see bench.serve): :meth:`cpu_mark` and
+        ``Exited.flushed_cpu``."""
         self.variant = variant
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-server-"))
+        self.cpu_report = self.dir / "cpu" if report_cpu else None
         instrumented = variant in ("sentry_otel", "otel_null", "bridge")
         args = [sys.executable, "-m", "bench.serve", "--variant", variant,
                 "--port", str(self.port), "--dsn", dsn]
+        if self.cpu_report is not None:
+            args += ["--cpu-report", str(self.cpu_report)]
         if instrumented:
             args = [str(VENV_BIN / "opentelemetry-instrument"), *args]
         args = [*wrapper, *args]
@@ -228,11 +237,40 @@ class Server:
         except FileNotFoundError:
             return self._stderr_kept[-limit:]
 
+    def _cpu_readings(self, label: str) -> list[CpuTimes]:
+        assert self.cpu_report is not None, "Server(report_cpu=True) reads its own CPU"
+        try:
+            text = self.cpu_report.read_text()
+        except FileNotFoundError:
+            return []
+        complete = text.split("\n")[:-1]  # a line still being written has no newline yet
+        readings = [line.split() for line in complete]
+        return [
+            CpuTimes(float(r[1]), float(r[2])) for r in readings if len(r) == 3 and r[0] == label
+        ]
+
+    def cpu_mark(self, timeout: float = 10.0) -> CpuTimes:
+        """The server's CPU time now, read by the server itself to the microsecond (the
+        ``/proc`` figures of :func:`cpu_times` tick every 10 ms)."""
+        seen = len(self._cpu_readings("mark"))
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            readings = self._cpu_readings("mark")
+            if len(readings) > seen:
+                return readings[-1]
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.variant} server did not report its CPU:\n{self.stderr_text()}")
+
     def terminate(self, timeout: float = 60.0) -> Exited:
         """SIGTERM and reap: the process flushes what is pending on its way out."""
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGTERM)
-        return wait_exit(self.process, timeout)
+        exited = wait_exit(self.process, timeout)
+        if self.cpu_report is None:
+            return exited
+        flushed = self._cpu_readings("exit")
+        return dataclasses.replace(exited, flushed_cpu=flushed[-1] if flushed else None)
 
     def kill(self) -> None:
         process = getattr(self, "process", None)  # None: Popen itself failed

@@ -45,7 +45,6 @@ from bench.procs import (
     Server,
     Sink,
     clean_env,
-    cpu_times,
     load,
     rss_bytes,
 )
@@ -132,10 +131,10 @@ def run_django_once(
 ) -> RunResult:
     sink.mode("normal", reset=True)
     served, extra_env = VARIANT_SETUPS.get(variant, (variant, {}))
-    server = Server(served, sink.dsn, {**extra_env, **(env or {})})
+    server = Server(served, sink.dsn, {**extra_env, **(env or {})}, report_cpu=True)
     try:
         load(server.port, mode.warmup, path="/health/", concurrency=1)
-        before = cpu_times(server.pid)
+        before = server.cpu_mark()
         if requests:
             summary = load(server.port, requests, concurrency=mode.concurrency)
         else:
@@ -146,9 +145,11 @@ def run_django_once(
         server.close()
     if exited.returncode not in (0, 143, -15):
         print(f"  ! {variant} exited with {exited.returncode}:\n{server.stderr_text()}")
+    if exited.flushed_cpu is None:
+        raise RuntimeError(f"{variant} server left without its CPU report:\n{server.stderr_text()}")
     stats = sink.stats()
     return RunResult(
-        cpu=exited.cpu - before,
+        cpu=exited.flushed_cpu - before,
         delivered=orders_transactions(stats),
         ok=int(summary["ok"]),
         errors=sum(summary["errors"].values()),

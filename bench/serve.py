@@ -26,9 +26,12 @@ handler is already installed (otel-bridge installs one), that one is kept.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import resource
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -114,18 +117,52 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
+def _write_cpu(path: str, label: str) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(path, "a") as report:
+        report.write(f"{label} {usage.ru_utime!r} {usage.ru_stime!r}\n")
+
+
+def _mark_cpu_on_sigusr1(path: str) -> None:
+    def _mark(signum: int, frame: FrameType | None) -> None:
+        _write_cpu(path, "mark")
+
+    signal.signal(signal.SIGUSR1, _mark)
+
+
+def _flush_report_cpu_and_leave(path: str, code: int) -> None:
+    """What the interpreter does on its way out up to its teardown (threads that are not
+    daemons joined, then the exit handlers, which flush), then the CPU report and out."""
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:
+        shutdown_threads()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _write_cpu(path, "exit")
+    os._exit(code)
+
+
+def _exit_code(stop: SystemExit) -> int:
+    return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the benchmark's server under test")
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", default=os.environ.get("SENTRY_DSN", ""))
     parser.add_argument("--threaded", action="store_true", help="a thread per request")
+    parser.add_argument("--cpu-report", default="",
+                        help="file for CPU readings: on SIGUSR1, and after the exit handlers")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(SHOP_DIR))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
     setup(args.variant, args.dsn)
     _exit_on_sigterm()
+    if args.cpu_report:
+        _mark_cpu_on_sigusr1(args.cpu_report)
 
     from django.core.wsgi import get_wsgi_application
 
@@ -135,11 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_class=_ThreadingServer if args.threaded else _Server,
         handler_class=_QuietHandler,
     )
+    code = 0
     try:
         server.serve_forever(poll_interval=0.5)
+    except SystemExit as stop:
+        if not args.cpu_report:
+            raise
+        code = _exit_code(stop)
     finally:
         server.server_close()
-    return 0
+    if args.cpu_report:
+        _flush_report_cpu_and_leave(args.cpu_report, code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The benchmark server's own CPU readings (bench.serve --cpu-report), on real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench.procs import Server, Sink, load
+from bench.run import orders_transactions
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    envelope_sink = Sink()
+    try:
+        yield envelope_sink
+    finally:
+        envelope_sink.stop()
+
+
+def test_marks_grow_with_the_work_done_and_the_exit_reading_comes_last(sink: Sink) -> None:
+    server = Server("bare", sink.dsn, report_cpu=True)
+    try:
+        first = server.cpu_mark()
+        load(server.port, 200, concurrency=2)
+        second = server.cpu_mark()
+        exited = server.terminate()
+    finally:
+        server.close()
+    assert exited.returncode == 143  # SIGTERM, through SystemExit
+    assert second.total > first.total  # 200 requests of Django cost CPU
+    assert exited.flushed_cpu is not None
+    assert exited.flushed_cpu.total >= second.total
+    # wait4's figure adds what the kernel spent tearing the process down
+    assert exited.cpu.total >= exited.flushed_cpu.total
+
+
+def test_the_exit_reading_is_taken_after_the_final_flush(sink: Sink) -> None:
+    """os._exit skips the interpreter's teardown, not the exit handlers: what otel-bridge
+    still holds when SIGTERM comes reaches the ingest before the reading."""
+    sink.mode("normal", reset=True)
+    server = Server("bridge", sink.dsn, {"OTEL_BSP_SCHEDULE_DELAY": "60000"}, report_cpu=True)
+    try:
+        load(server.port, 30, concurrency=1)
+        exited = server.terminate()
+    finally:
+        server.close()
+    assert exited.returncode == 143
+    assert exited.flushed_cpu is not None
+    assert orders_transactions(sink.stats()) == 30
+
+
+def test_without_the_option_the_process_exits_as_usual(sink: Sink) -> None:
+    server = Server("bare", sink.dsn)
+    try:
+        exited = server.terminate()
+    finally:
+        server.close()
+    assert exited.returncode == 143
+    assert exited.flushed_cpu is None
+    with pytest.raises(AssertionError):
+        server.cpu_mark()
