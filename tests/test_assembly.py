@@ -78,6 +78,28 @@ def test_child_ending_after_root_becomes_a_follow_up(tracer_and_spans) -> None:
     assert assembler.stats.follow_ups == 1
 
 
+def test_sent_spans_are_forgotten_oldest_first(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    late_children = []
+    for name in ("first", "second", "third"):
+        root = tracer.start_span(name)
+        context = trace.set_span_in_context(root)
+        late_children.append(tracer.start_span(f"{name}-late", context=context))
+        root.end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60, sent_memory=2)
+    assembler.add(exporter.get_finished_spans(), now=0.0)
+    exporter.clear()
+    for child in late_children:
+        child.end()
+    first_late, _, third_late = exporter.get_finished_spans()
+    # the first root was forgotten: its late child waits as if its root were still open
+    assert assembler.add([first_late], now=1.0) == []
+    assert assembler.pending_count == 1
+    # the last one sent is remembered: its late child becomes a follow-up
+    assert [t.root.name for t in assembler.add([third_late], now=1.0)] == ["third-late"]
+    assert assembler.stats.follow_ups == 1
+
+
 def test_spans_whose_root_never_ends_expire_and_are_counted(tracer_and_spans) -> None:
     tracer, exporter = tracer_and_spans
     root = tracer.start_span("never-ends")

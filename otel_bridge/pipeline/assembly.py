@@ -76,10 +76,13 @@ class TransactionAssembler:
         # Insertion-ordered, so the oldest pending spans are the first to expire or overflow.
         self._pending: OrderedDict[SpanKey, _Pending] = OrderedDict()
         self._children: dict[SpanKey, list[SpanKey]] = {}
-        # Ids of spans already delivered, to recognise a child that ends after its root. The
-        # 64-bit span id alone is enough here; a plain dict keeps insertion order and costs
-        # less than tuple keys in an OrderedDict.
-        self._sent: dict[int, None] = {}
+        # Ids of spans already delivered, to recognise a child that ends after its root (the
+        # 64-bit span id alone is enough here), forgotten oldest first. An OrderedDict, not
+        # a plain dict: a dict leaves a hole for each key deleted at its front, and finding
+        # its first key again (next(iter(...))) steps over every hole until the dict is next
+        # resized, about a thousand of them on average at the default memory (3 µs per span
+        # exported, 11-24); OrderedDict.popitem(last=False) takes the oldest at once.
+        self._sent: OrderedDict[int, None] = OrderedDict()
         self._sent_memory = sent_memory
         self.stats = AssemblyStats()
 
@@ -186,4 +189,4 @@ class TransactionAssembler:
     def _remember_sent(self, key: SpanKey) -> None:
         self._sent[key[1]] = None
         if len(self._sent) > self._sent_memory:
-            del self._sent[next(iter(self._sent))]
+            self._sent.popitem(last=False)
