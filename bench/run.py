@@ -197,8 +197,9 @@ def bench_django(
         "",
         f"{mode.burst}-request burst ({mode.concurrency} concurrent clients) per run; "
         f"{mode.rounds} round(s), variants alternating; medians. CPU = server process "
-        "user+sys from just before the burst until it exited after SIGTERM (final flush "
-        "included), minus the same for an idle run, divided by the requests.",
+        "user+sys (read by the server itself) from just before the burst until its exit "
+        "handlers had run after SIGTERM (final flush included, the interpreter's teardown "
+        "left out), minus the same for an idle run, divided by the requests.",
         "",
         "| variant | CPU µs/request | over bare | user µs | sys µs | transactions delivered "
         "| failed requests |",
