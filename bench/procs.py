@@ -1,7 +1,8 @@
 """Child processes of the benchmark: the sink, the server under test, the load generator.
 
-CPU time of the server is read from ``/proc`` while it runs and from ``wait4``'s resource
-usage once it has exited, so the final flush at shutdown is part of the figure.
+CPU time of the server is read by the server itself (``Server(report_cpu=True)``, see
+bench.serve): before a burst, and once its exit handlers have flushed. ``wait4``'s resource
+usage gives the whole life of a process, and its peak memory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _INHERITED = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER")
 
 
@@ -58,13 +58,6 @@ class CpuTimes:
 
     def __sub__(self, other: CpuTimes) -> CpuTimes:
         return CpuTimes(self.user - other.user, self.sys - other.sys)
-
-
-def cpu_times(pid: int) -> CpuTimes:
-    """user and sys CPU of a running process, all its threads (10 ms resolution)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return CpuTimes(int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS)
 
 
 def rss_bytes(pid: int) -> int:
@@ -251,7 +244,7 @@ class Server:
 
     def cpu_mark(self, timeout: float = 10.0) -> CpuTimes:
         """The server's CPU time now, read by the server itself to the microsecond (the
-        ``/proc`` figures of :func:`cpu_times` tick every 10 ms)."""
+        figures in ``/proc`` tick every 10 ms)."""
         seen = len(self._cpu_readings("mark"))
         self.process.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
