@@ -92,6 +92,11 @@ def summarize(ingest: RecordingIngest) -> tuple[int, int]:
 
 
 def main() -> int:
+    # Started as a background job of a non-interactive shell (`./scripts/demo &`), this
+    # process inherits SIGINT ignored and the shop would too: it would not stop on the SIGINT
+    # below. A handler of our own is reset to the default in the shop when it execs.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="otel-bridge-demo-"))
     port = free_port()
     with RecordingIngest() as ingest:

@@ -84,9 +84,22 @@ def bridge_tracebacks(stderr: str) -> list[str]:
     return [block for block in stderr.split("Traceback")[1:] if "otel_bridge" in block]
 
 
+def ignored_signals(pid: int) -> set[int]:
+    """The signals a process ignores (its SigIgn mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigIgn:"):
+                mask = int(line.split()[1], 16)
+                return {bit + 1 for bit in range(64) if mask >> bit & 1}
+    return set()
+
+
 def stop_with(shop: InstrumentedServer, signum: int, timeout: float = 30.0) -> int:
     """Send one signal and wait for a clean exit (no SIGKILL fallback unless it hangs)."""
     assert shop.process is not None
+    assert signum not in ignored_signals(shop.pid), (
+        f"the shop ignores signal {signum}, inherited from the process that started the tests"
+    )
     shop.process.send_signal(signum)
     try:
         return shop.process.wait(timeout=timeout)
