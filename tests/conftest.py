@@ -12,7 +12,6 @@ databases) lives under one directory per session, removed when the session ends.
 from __future__ import annotations
 
 import shutil
-import signal
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -23,20 +22,14 @@ import pytest
 from tests.rig.bugsink import Bugsink
 from tests.rig.ingest import RecordingIngest
 from tests.rig.otlp import OtlpReceiver
-from tests.rig.processes import InstrumentedServer
+from tests.rig.processes import InstrumentedServer, give_children_default_sigint
 from tests.rig.shop import start_shop
 
 ShopFactory = Callable[..., InstrumentedServer]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A run started as a background job of a non-interactive shell (``./scripts/test &``,
-    some CI runners) inherits SIGINT ignored, and so would every process it starts: Python
-    keeps an inherited SIG_IGN, so the shop would never see the SIGINT the shutdown tests
-    send (it went on serving until SIGTERM, 11-24). A handler of our own is reset to the
-    default when a child execs, so children start as a user's shell would start them."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    give_children_default_sigint()
 
 
 @pytest.fixture(scope="session", autouse=True)

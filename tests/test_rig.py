@@ -7,6 +7,9 @@ import gzip
 import importlib.util
 import json
 import secrets
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +24,12 @@ import sentry_sdk
 from tests.rig.bugsink import Bugsink
 from tests.rig.ingest import RecordingIngest, parse_envelope
 from tests.rig.otlp import OtlpReceiver
-from tests.rig.processes import InstrumentedServer, ProcessStartError, run_instrumented
+from tests.rig.processes import (
+    REPO_ROOT,
+    InstrumentedServer,
+    ProcessStartError,
+    run_instrumented,
+)
 from tests.rig.shop import run_shop_command
 
 HAVE_BROTLI = importlib.util.find_spec("brotli") is not None
@@ -430,3 +438,32 @@ def test_shop_error_reaches_bugsink_with_the_incoming_trace_id(
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{shop.output_text()}") from None
     assert (event.exception_type, event.exception_value) == ("RuntimeError", "boom from shop")
+
+
+# A test process that inherited SIGINT ignored, with and without the rig's remedy: what a
+# process it starts does on SIGINT.
+INHERITED_SIG_IGN = """
+import signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.argv[1] == "remedy":
+    from tests.rig.processes import give_children_default_sigint
+    give_children_default_sigint()
+child = subprocess.run(
+    [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
+    capture_output=True, text=True, check=True,
+)
+print(child.stdout.strip())
+"""
+
+
+@pytest.mark.parametrize("remedy", [True, False], ids=["remedy", "without"])
+def test_children_of_a_run_that_ignores_sigint_get_the_default(remedy: bool) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", INHERITED_SIG_IGN, "remedy" if remedy else "plain"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )
+    child_handler = completed.stdout.strip()
+    if remedy:
+        assert "default_int_handler" in child_handler, completed
+    else:  # the situation the remedy is for: Python keeps the inherited SIG_IGN
+        assert child_handler == str(int(signal.SIG_IGN)), completed

@@ -35,6 +35,7 @@ __all__ = [
     "ProcessStartError",
     "clean_env",
     "free_port",
+    "give_children_default_sigint",
     "run_instrumented",
 ]
 
@@ -48,6 +49,16 @@ _INHERITED = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SYST
 
 class ProcessStartError(AssertionError):
     """The child exited or never became ready; the message includes its output."""
+
+
+def give_children_default_sigint() -> None:
+    """A process started as a background job of a non-interactive shell (``./scripts/test
+    &``, some CI runners) inherits SIGINT ignored, and so would every process it starts:
+    Python keeps an inherited SIG_IGN, so the shop would never see the SIGINT the shutdown
+    tests send (it went on serving until SIGTERM, 11-24). A handler of our own is reset to
+    the default when a child execs, so children start as a user's shell would start them."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port() -> int:
