@@ -199,7 +199,9 @@ def bench_django(
         f"{mode.rounds} round(s), variants alternating; medians. CPU = server process "
         "user+sys (read by the server itself) from just before the burst until its exit "
         "handlers had run after SIGTERM (final flush included, the interpreter's teardown "
-        "left out), minus the same for an idle run, divided by the requests.",
+        "left out), minus the same for an idle run, divided by the requests. Each server "
+        "collects its garbage just before the burst, so no variant pays inside it the full "
+        "collection its start-up left owing.",
         "",
         "| variant | CPU µs/request | over bare | user µs | sys µs | transactions delivered "
         "| failed requests |",
@@ -224,6 +226,10 @@ def bench_django(
         *_paired_ratio_line(rounds_us),
         "- every round, µs/request: " + "; ".join(
             f"{v} {', '.join(f'{x:,.0f}' for x in rounds_us[v])}" for v in variants
+        ),
+        "- the garbage collector's full collections in each round's burst (the start-up's "
+        "garbage was collected just before it): " + "; ".join(
+            f"{v} {', '.join(str(r.cpu.full_collections) for r in burst[v])}" for v in variants
         ),
         *_django_side_lines(per_request),
         "",

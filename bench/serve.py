@@ -23,9 +23,15 @@ SIGTERM ends the process through ``SystemExit``, so atexit hooks flush what is p
 handler is already installed (otel-bridge installs one), that one is kept.
 
 With ``--cpu-report FILE`` the process writes its own CPU time (``getrusage``: every thread,
-exited ones too, to the microsecond) to FILE: a ``mark`` line on each SIGUSR1 (the runner's
-reading just before a burst) and an ``exit`` line once the exit handlers have run, that is,
-once every variant has flushed what it had pending. It then leaves with ``os._exit``,
+exited ones too, to the microsecond) and how many full collections its garbage collector has
+made to FILE: a ``mark`` line on each SIGUSR1 (the runner's reading just before a burst) and
+an ``exit`` line once the exit handlers have run, that is, once every variant has flushed what
+it had pending. Before a mark's reading the process collects its garbage: start-up leaves
+tens of thousands of objects that the collector has not yet examined, and the full
+collection they are owed (35-50 ms in the shop, 90-125 µs per request of a 400-request
+burst) otherwise fell inside the burst of whichever variant's start-up happened to leave the
+collector's counters nearest their threshold: otel-bridge's every time, the floor's one
+burst later, native's during its start-up (11-24). It then leaves with ``os._exit``,
 skipping the interpreter's teardown: freeing the modules of a Django process costs 130-210 ms
 of CPU, which moved by up to 70 ms between runs of the same variant (11-24), up to 175 µs
 per request of a 400-request burst that no variant's work explains.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import resource
 import signal
@@ -127,12 +134,14 @@ def _exit_on_sigterm() -> None:
 
 def _write_cpu(path: str, label: str) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    full_collections = gc.get_stats()[-1]["collections"]
     with open(path, "a") as report:
-        report.write(f"{label} {usage.ru_utime!r} {usage.ru_stime!r}\n")
+        report.write(f"{label} {usage.ru_utime!r} {usage.ru_stime!r} {full_collections}\n")
 
 
 def _mark_cpu_on_sigusr1(path: str) -> None:
     def _mark(signum: int, frame: FrameType | None) -> None:
+        gc.collect()  # the start-up's garbage, before the reading (see the module's doc)
         _write_cpu(path, "mark")
 
     signal.signal(signal.SIGUSR1, _mark)

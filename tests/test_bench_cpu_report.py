@@ -36,6 +36,25 @@ def test_marks_grow_with_the_work_done_and_the_exit_reading_comes_last(sink: Sin
     assert exited.cpu.total >= exited.flushed_cpu.total
 
 
+def test_each_mark_collects_the_garbage_before_its_reading(sink: Sink) -> None:
+    """A full collection owed by start-up must not land inside the measured burst."""
+    server = Server("bridge", sink.dsn, report_cpu=True)
+    try:
+        first = server.cpu_mark()
+        second = server.cpu_mark()
+        load(server.port, 20, concurrency=1)
+        third = server.cpu_mark()
+        exited = server.terminate()
+    finally:
+        server.close()
+    assert first.full_collections >= 1  # the mark's own, at least
+    assert second.full_collections == first.full_collections + 1  # nothing allocated between
+    assert third.full_collections >= second.full_collections + 1
+    assert exited.flushed_cpu is not None
+    # the exit reading does not collect: it counts what the burst and the flush caused
+    assert exited.flushed_cpu.full_collections - third.full_collections <= 1
+
+
 def test_the_exit_reading_is_taken_after_the_final_flush(sink: Sink) -> None:
     """os._exit skips the interpreter's teardown, not the exit handlers: what otel-bridge
     still holds when SIGTERM comes reaches the ingest before the reading."""
