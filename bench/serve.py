@@ -26,15 +26,16 @@ With ``--cpu-report FILE`` the process writes its own CPU time (``getrusage``: e
 exited ones too, to the microsecond) and how many full collections its garbage collector has
 made to FILE: a ``mark`` line on each SIGUSR1 (the runner's reading just before a burst) and
 an ``exit`` line once the exit handlers have run, that is, once every variant has flushed what
-it had pending. Before a mark's reading the process collects its garbage: start-up leaves
-tens of thousands of objects that the collector has not yet examined, and the full
-collection they are owed (35-50 ms in the shop, 90-125 µs per request of a 400-request
-burst) otherwise fell inside the burst of whichever variant's start-up happened to leave the
-collector's counters nearest their threshold: otel-bridge's every time, the floor's one
-burst later, native's during its start-up (11-24). It then leaves with ``os._exit``,
-skipping the interpreter's teardown: freeing the modules of a Django process costs 130-210 ms
-of CPU, which moved by up to 70 ms between runs of the same variant (11-24), up to 175 µs
-per request of a 400-request burst that no variant's work explains.
+it had pending. After the ``exit`` line it leaves with ``os._exit``, skipping the
+interpreter's teardown: freeing the modules of a Django process costs 130-210 ms of CPU,
+which moved by up to 70 ms between runs of the same variant (11-24), up to 175 µs per request
+of a 400-request burst that no variant's work explains.
+
+Before a mark's reading the process collects its garbage. Start-up leaves tens of thousands
+of objects the collector has not yet examined, and the full collection they are owed (35-50
+ms in the shop, 90-125 µs per request of a 400-request burst) otherwise fell wherever each
+variant's start-up had left the collector's counters: inside otel-bridge's burst every time,
+the floor's one burst later, native's during its start-up (11-24).
 """
 
 from __future__ import annotations
