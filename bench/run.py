@@ -83,7 +83,11 @@ class Mode:
 
 QUICK = Mode(rounds=2, burst=400, concurrency=4, warmup=20, micro_traces=1000, micro_rounds=2,
              startup_runs=5, memory_requests=3000, instruction_requests=0)
-FULL = Mode(rounds=5, burst=400, concurrency=4, warmup=20, micro_traces=4000, micro_rounds=5,
+# Nine rounds of the Django section: native's CPU per request moves by up to a third between
+# rounds (its transport thread against the request thread), and with five the verdict on
+# otel-bridge / native flipped between full runs of the same code; a median of nine moves
+# about three quarters as much (docs/benchmarks.md).
+FULL = Mode(rounds=9, burst=400, concurrency=4, warmup=20, micro_traces=4000, micro_rounds=5,
             startup_runs=15, memory_requests=100_000, instruction_requests=200)
 
 
