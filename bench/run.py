@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -228,6 +229,7 @@ def bench_django(
         "",
         *_django_summary_lines(per_request, delivered_ratio, mode.burst),
         *_paired_ratio_line(rounds_us),
+        *_ratio_interval_line(rounds_us),
         "- every round, µs/request: " + "; ".join(
             f"{v} {', '.join(f'{x:,.0f}' for x in rounds_us[v])}" for v in variants
         ),
@@ -311,6 +313,39 @@ def _paired_ratio_line(rounds_us: dict[str, list[float]]) -> list[str]:
         f"- otel-bridge / native round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
         f"(median {median(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f}; "
         f"{sum(r <= 0.5 for r in ratios)} of {len(ratios)} rounds at or under 0.5x)"
+    ]
+
+
+BOOTSTRAP_RESAMPLES = 2000
+_BOOTSTRAP_SEED = 20261124  # fixed: the same rounds always give the same interval
+
+
+def _ratio_interval_line(
+    rounds_us: Mapping[str, Sequence[float]], confidence: float = 0.9
+) -> list[str]:
+    """How far otel-bridge / native could move with the rounds: a paired bootstrap of the
+    verdict's own figure, the ratio of the medians. Rounds are drawn with replacement, each
+    bringing both its runs, and the share of draws at or under 0.5x is listed beside the
+    interval: on a machine where single rounds move by a third, a PASS or MISS by 0.01 says
+    little, the share says how often another run of the same rounds would agree."""
+    bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
+    if not bridge or not native or len(bridge) < 3:
+        return []
+    rng = random.Random(_BOOTSTRAP_SEED)
+    pairs = list(zip(bridge, native, strict=True))
+    ratios = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        drawn = rng.choices(pairs, k=len(pairs))
+        ratios.append(median([b for b, _ in drawn]) / median([n for _, n in drawn]))
+    ratios.sort()
+    tail = (1 - confidence) / 2
+    low = ratios[int(tail * (len(ratios) - 1))]
+    high = ratios[int((1 - tail) * (len(ratios) - 1))]
+    share = sum(r <= 0.5 for r in ratios) / len(ratios)
+    return [
+        f"- otel-bridge / native, {confidence:.0%} interval of the ratio of medians (rounds "
+        f"resampled in pairs, {len(ratios):,} times): {low:.2f}-{high:.2f}x; at or under "
+        f"0.5x in {share:.0%} of the resamples"
     ]
 
 
