@@ -327,7 +327,8 @@ def _ratio_interval_line(
     verdict's own figure, the ratio of the medians. Rounds are drawn with replacement, each
     bringing both its runs, and the share of draws at or under 0.5x is listed beside the
     interval: on a machine where single rounds move by a third, a PASS or MISS by 0.01 says
-    little, the share says how often another run of the same rounds would agree."""
+    little; the share says how often a run made of these same rounds, drawn again, would
+    have met the target."""
     bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
     if not bridge or not native or len(bridge) < 3:
         return []
