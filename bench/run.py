@@ -316,7 +316,7 @@ def _paired_ratio_line(rounds_us: dict[str, list[float]]) -> list[str]:
     ]
 
 
-BOOTSTRAP_RESAMPLES = 2000
+_BOOTSTRAP_RESAMPLES = 2000
 _BOOTSTRAP_SEED = 20261124  # fixed: the same rounds always give the same interval
 
 
@@ -328,14 +328,15 @@ def _ratio_interval_line(
     bringing both its runs, and the share of draws at or under 0.5x is listed beside the
     interval: on a machine where single rounds move by a third, a PASS or MISS by 0.01 says
     little; the share says how often a run made of these same rounds, drawn again, would
-    have met the target."""
+    have met the target. Left out under three rounds (a quick run's two): so few rounds
+    give only a handful of distinct draws."""
     bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
     if not bridge or not native or len(bridge) < 3:
         return []
     rng = random.Random(_BOOTSTRAP_SEED)
     pairs = list(zip(bridge, native, strict=True))
     ratios = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
+    for _ in range(_BOOTSTRAP_RESAMPLES):
         drawn = rng.choices(pairs, k=len(pairs))
         ratios.append(median([b for b, _ in drawn]) / median([n for _, n in drawn]))
     ratios.sort()
