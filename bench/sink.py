@@ -46,6 +46,10 @@ class SinkState:
     held: int = 0
     items: Counter[str] = field(default_factory=Counter)
     transactions: Counter[str] = field(default_factory=Counter)
+    # Transactions whose trace context names a parent span: the benchmark sends no trace
+    # headers, so these are parts of a request's trace sent apart from its transaction
+    # (children that ended after their root, subtrees delivered at shutdown).
+    follow_ups: Counter[str] = field(default_factory=Counter)
     discarded: Counter[str] = field(default_factory=Counter)
     event_ids: set[str] = field(default_factory=set)
     duplicate_event_ids: int = 0
@@ -56,6 +60,7 @@ class SinkState:
         self.envelopes = 0
         self.items.clear()
         self.transactions.clear()
+        self.follow_ups.clear()
         self.discarded.clear()
         self.event_ids.clear()
         self.duplicate_event_ids = 0
@@ -68,6 +73,7 @@ class SinkState:
             "held": self.held,
             "items": dict(self.items),
             "transactions": dict(self.transactions),
+            "follow_ups": dict(self.follow_ups),
             "discarded": dict(self.discarded),
             "duplicate_event_ids": self.duplicate_event_ids,
             "bad_requests": self.bad_requests,
@@ -110,6 +116,9 @@ def count_envelope(state: SinkState, data: bytes) -> None:
         if item_type == "transaction":
             event = json.loads(payload)
             state.transactions[str(event.get("transaction"))] += 1
+            trace = (event.get("contexts") or {}).get("trace") or {}
+            if trace.get("parent_span_id"):
+                state.follow_ups[str(event.get("transaction"))] += 1
             event_id = str(event.get("event_id"))
             if event_id in state.event_ids:
                 state.duplicate_event_ids += 1

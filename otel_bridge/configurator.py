@@ -10,6 +10,7 @@ transport.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -96,7 +97,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         runtime.spans_scrubbed = True
 
     def export_processor(span_exporter: SpanExporter, *args: Any, **kw: Any) -> SpanProcessor:
-        from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor
+        from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_span_lost
 
         to_sentry = isinstance(span_exporter, SentrySpanExporter)
         if scrubber is not None:
@@ -106,7 +107,10 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
             # on its batch thread: nothing is added to the request thread.
             span_exporter = ScrubbingSpanExporter(span_exporter, scrubber)
         if to_sentry:  # its spans dropped for want of room become client reports
-            return AccountedBatchSpanProcessor(span_exporter)
+            return AccountedBatchSpanProcessor(
+                span_exporter,
+                on_drop=functools.partial(report_span_lost, dropped_roots=runtime.dropped_roots),
+            )
         return BatchSpanProcessor(span_exporter)
 
     _init_tracing(

@@ -8,7 +8,7 @@ other here. Nothing else in the package keeps module-level state.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -40,6 +40,11 @@ class CapturedExceptions:
             return key in self._keys
 
 
+# Drops not yet seen by the exporter (it takes them at every export); a bound for a process
+# whose exporter has stopped.
+MAX_DROPPED_ROOTS = 20_000
+
+
 @dataclass
 class Runtime:
     config: BridgeConfig
@@ -48,6 +53,13 @@ class Runtime:
     # Set when every trace exporter receives scrubbed span copies (ScrubbingSpanExporter):
     # the Sentry exporter then only scrubs what does not come from span data (the resource).
     spans_scrubbed: bool = False
+    # (trace id, span id) of local roots the batch queue had no room for, in the order they
+    # were dropped: the `sentry` exporter drops the children still waiting for them (Sentry
+    # loses a transaction's spans with it) rather than send them on their own at shutdown.
+    # Appended on request threads, taken on the batch thread; deque operations are atomic.
+    dropped_roots: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=MAX_DROPPED_ROOTS)
+    )
 
     @cached_property
     def scrubber(self) -> Scrubber:

@@ -162,3 +162,41 @@ def test_interleaved_traces_stay_apart(tracer_and_spans) -> None:
         "first": ["a"],
         "second": ["b"],
     }
+
+
+def _key(span: trace.Span) -> tuple[int, int]:
+    context = span.get_span_context()
+    return (context.trace_id, context.span_id)
+
+
+def test_what_waits_for_a_dropped_root_is_dropped_with_it(tracer_and_spans) -> None:
+    """A root the batch queue had no room for: its descendants waiting now, and those that
+    come later, are dropped and counted, never sent on their own at shutdown."""
+    tracer, exporter = tracer_and_spans
+    dropped_root = tracer.start_span("dropped-root")
+    kept_root = tracer.start_span("kept-root")
+    under_dropped = trace.set_span_in_context(dropped_root)
+    middle = tracer.start_span("middle", context=under_dropped)
+    tracer.start_span("leaf", context=trace.set_span_in_context(middle)).end()
+    middle.end()
+    tracer.start_span("query", context=under_dropped).end()
+    tracer.start_span("kept-child", context=trace.set_span_in_context(kept_root)).end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assert assembler.add(exporter.get_finished_spans(), now=0.0) == []
+    assert assembler.pending_count == 4
+    exporter.clear()
+
+    assert assembler.drop_subtrees([_key(dropped_root)]) == 3
+    assert assembler.pending_count == 1  # the other trace's child still waits
+    # a descendant ending after the drop was learnt: dropped as it comes, children included
+    late = tracer.start_span("late", context=under_dropped)
+    tracer.start_span("late-leaf", context=trace.set_span_in_context(late)).end()
+    late.end()
+    assert assembler.add(exporter.get_finished_spans(), now=1.0) == []
+    assert assembler.pending_count == 1
+    assert assembler.stats.take_dropped_with_root() == 5
+    assert assembler.stats.take_dropped_with_root() == 0  # reported once
+    assert assembler.stats.take_dropped() == 0  # not counted as expired or overflowed
+    assert assembler.drain()[0].root.name == "kept-child"  # nothing of the dropped root
+    dropped_root.end()
+    kept_root.end()

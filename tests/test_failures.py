@@ -10,20 +10,23 @@ do not pile up. No timing is asserted: waits are bounded, outcomes are counted.
 
 from __future__ import annotations
 
+import functools
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
 import sentry_sdk
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import set_span_in_context
 
 from otel_bridge.config import load_config
+from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_span_lost
 from otel_bridge.pipeline.exporter import SentrySpanExporter
 from otel_bridge.runtime import Runtime
 from tests.rig.ingest import RecordingIngest
@@ -301,6 +304,44 @@ def test_spans_the_batch_queue_cannot_hold_are_counted_as_client_reports(
     assert delivered + sum(lost.values()) == 150, (delivered, lost)
 
 
+NESTED_BURST_SCRIPT = """
+from opentelemetry import trace
+tracer = trace.get_tracer("failures")
+for index in range(300):
+    with tracer.start_as_current_span(f"burst {index}"):
+        for step in range(3):
+            tracer.start_span(f"step {step}").end()
+print("done")
+"""
+
+
+def test_what_the_batch_queue_cannot_hold_is_lost_by_whole_transactions(
+    ingest: RecordingIngest,
+) -> None:
+    # As above, with children: whichever of a trace's spans find the queue full, every
+    # transaction and every span is delivered or reported lost once, and no child arrives
+    # as a transaction of its own.
+    ingest.respond_with(200, delay=0.05)
+    result = run_instrumented(
+        ["python", "-c", NESTED_BURST_SCRIPT],
+        {"SENTRY_DSN": ingest.dsn, "OTEL_SERVICE_NAME": "failures",
+         "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "10",
+         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    transactions = ingest.events("transaction")
+    names = [str(e.get("transaction")) for e in transactions]
+    assert all(name.startswith("burst ") for name in names), names
+    lost = discarded(ingest, "transaction")
+    assert lost.get("queue_overflow", 0) > 0, (lost, ingest.dump()[-3000:])
+    assert len(transactions) + sum(lost.values()) == 300, (len(transactions), lost)
+    # A root that found room travels with the children that did (the others counted).
+    delivered_spans = sum(1 + len(e["spans"]) for e in transactions)
+    lost_spans = discarded(ingest, "span")
+    assert delivered_spans + sum(lost_spans.values()) == 1200, (delivered_spans, lost_spans)
+
+
 # -- pre-fork servers --------------------------------------------------------------------
 
 
@@ -378,3 +419,60 @@ def test_spans_of_a_root_that_never_ends_are_dropped_and_counted(
     finally:
         provider.shutdown()
         client.close(timeout=2)
+
+
+class _HeldFirstExport(SpanExporter):
+    """Holds the batch thread inside its first export until released, so the batch queue
+    fills behind it at a known moment."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(30)
+        return self.exporter.export(spans)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
+def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentry loses a transaction's spans with it: queries whose request span found the
+    queue full are counted lost with it, not sent on their own at shutdown."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+    runtime = Runtime(load_config({"SENTRY_DSN": ingest.dsn}))
+    sentry_sdk.init(dsn=ingest.dsn, default_integrations=False, auto_enabling_integrations=False)
+    held = _HeldFirstExport(SentrySpanExporter(runtime=runtime))
+    provider = TracerProvider()
+    provider.add_span_processor(
+        AccountedBatchSpanProcessor(
+            held, on_drop=functools.partial(report_span_lost, dropped_roots=runtime.dropped_roots)
+        )
+    )
+    tracer = provider.get_tracer("failures")
+    try:
+        tracer.start_span("first request").end()
+        assert held.entered.wait(10)
+        request = tracer.start_span("request")
+        for index in range(4):  # the queue's four places
+            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
+        request.end()  # no room left
+        held.release.set()
+        provider.shutdown()
+        sentry_sdk.get_client().flush(timeout=10)
+        ingest.wait_for(lambda ing: discarded(ing, "span"))
+        names = [e.get("transaction") for e in ingest.events("transaction")]
+        assert names == ["first request"], ingest.dump()[-3000:]
+        assert discarded(ingest, "transaction") == {"queue_overflow": 1}
+        assert discarded(ingest, "span") == {"queue_overflow": 5}, ingest.dump()[-3000:]
+    finally:
+        held.release.set()
+        provider.shutdown()
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.init(dsn=None)  # leave no client behind for other tests

@@ -4,7 +4,8 @@ No threads and no I/O here: the exporter feeds spans in the order the SDK finish
 sends what comes out. Children usually end before their local root, so they wait in a bounded
 buffer; a span whose parent was already sent (it ended after its root) becomes a follow-up
 transaction on the same trace with its parent set, never lost silently. Spans whose root never
-ends are dropped after a TTL and counted.
+ends are dropped after a TTL and counted; so are, at once, those whose root was dropped before
+it reached the exporter (Sentry loses a transaction's spans with it).
 
 Written by hand because neither the OTel SDK nor sentry-sdk groups OTel spans by local root
 (sentry-sdk's SentrySpanProcessor does it inline on the request thread, with shared dicts).
@@ -43,13 +44,22 @@ class _Pending(NamedTuple):
 class AssemblyStats:
     dropped_expired: int = 0
     dropped_overflow: int = 0
+    # Spans dropped because their local root was (see TransactionAssembler.drop_subtrees).
+    dropped_with_root: int = 0
     follow_ups: int = 0
     _taken: int = field(default=0, repr=False)
+    _taken_with_root: int = field(default=0, repr=False)
 
     def take_dropped(self) -> int:
         """Drops not yet reported, so each is reported (as a client report) once."""
         total = self.dropped_expired + self.dropped_overflow
         fresh, self._taken = total - self._taken, total
+        return fresh
+
+    def take_dropped_with_root(self) -> int:
+        """Like :meth:`take_dropped`, for the spans dropped with their root."""
+        fresh = self.dropped_with_root - self._taken_with_root
+        self._taken_with_root = self.dropped_with_root
         return fresh
 
 
@@ -84,6 +94,9 @@ class TransactionAssembler:
         # exported, 11-24); OrderedDict.popitem(last=False) takes the oldest at once.
         self._sent: OrderedDict[int, None] = OrderedDict()
         self._sent_memory = sent_memory
+        # Span ids of dropped local roots and of the descendants dropped with them, so a
+        # descendant that comes later is dropped too; forgotten oldest first, as `_sent`.
+        self._dropped: OrderedDict[int, None] = OrderedDict()
         self.stats = AssemblyStats()
 
     @property
@@ -112,12 +125,37 @@ class TransactionAssembler:
                 )
                 self._remember_sent(key)
                 continue
+            if self._dropped and parent_key[1] in self._dropped:
+                self.stats.dropped_with_root += 1 + self._discard_subtree(key)
+                continue
             # tuple.__new__ makes the named tuple at C level; _Pending(...) would run the
             # Python-level __new__ namedtuple generates, for every child span.
             self._pending[key] = tuple.__new__(_Pending, (span, now))
             self._children.setdefault(parent_key, []).append(key)
         self._enforce_limit()
         return ready
+
+    def drop_subtrees(self, roots: Iterable[SpanKey]) -> int:
+        """Drop what waits for these local roots, which were dropped before they reached
+        the exporter (a full batch queue): their descendants waiting here now, and those
+        that come later. Returns how many were dropped now."""
+        dropped = sum(self._discard_subtree(root_key) for root_key in roots)
+        self.stats.dropped_with_root += dropped
+        return dropped
+
+    def _discard_subtree(self, top: SpanKey) -> int:
+        """Drop the descendants of ``top`` waiting here, remembering ``top`` and them as
+        dropped; returns how many were waiting."""
+        self._remember_dropped(top[1])
+        dropped = 0
+        stack = list(self._children.pop(top, ()))
+        while stack:
+            key = stack.pop()
+            if self._pending.pop(key, None) is not None:
+                dropped += 1
+                self._remember_dropped(key[1])
+            stack.extend(self._children.pop(key, ()))
+        return dropped
 
     def expire(self, now: float) -> int:
         """Drop pending spans older than the TTL; returns how many were dropped."""
@@ -190,3 +228,8 @@ class TransactionAssembler:
         self._sent[key[1]] = None
         if len(self._sent) > self._sent_memory:
             self._sent.popitem(last=False)
+
+    def _remember_dropped(self, span_id: int) -> None:
+        self._dropped[span_id] = None
+        if len(self._dropped) > self._sent_memory:
+            self._dropped.popitem(last=False)

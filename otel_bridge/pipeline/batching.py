@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.environment_variables import (
@@ -26,7 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from otel_bridge.forks import reset_in_forked_children
 from otel_bridge.pipeline.assembly import is_local_root
-from otel_bridge.span_attributes import SAMPLED, TRACE_FLAGS
+from otel_bridge.span_attributes import SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
@@ -60,14 +61,21 @@ def sentry_export_batch_size() -> int | None:
     return min(SENTRY_EXPORT_BATCH_SIZE, max(1, queue_size_from_env()))
 
 
-def report_span_lost(span: ReadableSpan) -> None:
-    """A client report for a span dropped before the exporter saw it."""
+def report_span_lost(
+    span: ReadableSpan, dropped_roots: deque[tuple[int, int]] | None = None
+) -> None:
+    """A client report for a span dropped before the exporter saw it; a local root is also
+    added to ``dropped_roots``, where the exporter learns that its children are lost too."""
     import sentry_sdk
 
+    local_root = is_local_root(span)
+    context = span._context
+    if local_root and dropped_roots is not None and context is not None:
+        dropped_roots.append((context[TRACE_ID], context[SPAN_ID]))
     transport = sentry_sdk.get_client().transport
     if transport is None:
         return
-    if is_local_root(span):
+    if local_root:
         transport.record_lost_event("queue_overflow", data_category="transaction")
     transport.record_lost_event("queue_overflow", data_category="span")
 

@@ -120,6 +120,7 @@ class SentrySpanExporter(SpanExporter):
         if self._shutdown:
             return
         with self._lock:
+            self._drop_children_of_dropped_roots()
             sent_at = _now_timestamp()
             self._send(
                 [self._envelope_for(assembled, sent_at) for assembled in self._assembler.drain()],
@@ -132,6 +133,7 @@ class SentrySpanExporter(SpanExporter):
             transport.flush(self._config.shutdown_timeout)
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
+        self._drop_children_of_dropped_roots()
         now = self._clock()
         own = (
             spans
@@ -301,14 +303,36 @@ class SentrySpanExporter(SpanExporter):
             tag_keys=self._config.tag_keys,
         )
 
+    def _drop_children_of_dropped_roots(self) -> None:
+        dropped_roots = self._runtime.dropped_roots
+        if not dropped_roots:
+            return
+        roots = []
+        while dropped_roots:  # popleft rather than a copy: request threads keep appending
+            try:
+                roots.append(dropped_roots.popleft())
+            except IndexError:
+                break
+        self._assembler.drop_subtrees(roots)
+
     def _report_assembly_drops(self) -> None:
-        dropped = self._assembler.stats.take_dropped()
-        if not dropped:
+        stats = self._assembler.stats
+        dropped, dropped_with_root = stats.take_dropped(), stats.take_dropped_with_root()
+        if not (dropped or dropped_with_root):
             return
         transport = self._transport_source()
         if transport is not None:
-            transport.record_lost_event("buffer_overflow", data_category="span", quantity=dropped)
-        _logger.debug("otel-bridge: dropped %d spans whose local root never ended", dropped)
+            if dropped:
+                transport.record_lost_event(
+                    "buffer_overflow", data_category="span", quantity=dropped
+                )
+            if dropped_with_root:
+                # Lost for the reason their root was: the batch queue had no room for it.
+                transport.record_lost_event(
+                    "queue_overflow", data_category="span", quantity=dropped_with_root
+                )
+        if dropped:
+            _logger.debug("otel-bridge: dropped %d spans whose local root never ended", dropped)
 
     def _warn_no_transport(self) -> None:
         if not self._warned_no_transport:
