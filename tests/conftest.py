@@ -4,6 +4,7 @@
 - ``otlp_receiver``: a fresh ``OtlpReceiver`` per test.
 - ``bugsink``: one real Bugsink per session (tests filter its events, e.g. by trace id).
 - ``shop_server``: factory starting the sample Django shop under opentelemetry-instrument.
+- ``bench_sink``: the benchmarks' envelope sink process (``bench.sink``) per test.
 
 Every temporary directory the rig makes in the test process (servers' logs, the shop's
 databases) lives under one directory per session, removed when the session ends.
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bench.procs import Sink
 from tests.rig.bugsink import Bugsink
 from tests.rig.ingest import RecordingIngest
 from tests.rig.otlp import OtlpReceiver
@@ -52,6 +54,15 @@ def _session_temp_dir() -> Iterator[Path]:
 def ingest() -> Iterator[RecordingIngest]:
     with RecordingIngest() as server:
         yield server
+
+
+@pytest.fixture
+def bench_sink() -> Iterator[Sink]:
+    envelope_sink = Sink()
+    try:
+        yield envelope_sink
+    finally:
+        envelope_sink.stop()
 
 
 @pytest.fixture

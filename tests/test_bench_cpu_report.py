@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from bench.procs import Server, Sink, load
 from bench.run import orders_transactions
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    envelope_sink = Sink()
-    try:
-        yield envelope_sink
-    finally:
-        envelope_sink.stop()
-
-
-def test_marks_grow_with_the_work_done_and_the_exit_reading_comes_last(sink: Sink) -> None:
-    server = Server("bare", sink.dsn, report_cpu=True)
+def test_marks_grow_with_the_work_done_and_the_exit_reading_comes_last(bench_sink: Sink) -> None:
+    server = Server("bare", bench_sink.dsn, report_cpu=True)
     try:
         first = server.cpu_mark()
         load(server.port, 200, concurrency=2)
@@ -36,9 +25,9 @@ def test_marks_grow_with_the_work_done_and_the_exit_reading_comes_last(sink: Sin
     assert exited.cpu.total >= exited.flushed_cpu.total
 
 
-def test_each_mark_collects_the_garbage_before_its_reading(sink: Sink) -> None:
+def test_each_mark_collects_the_garbage_before_its_reading(bench_sink: Sink) -> None:
     """A full collection owed by start-up must not land inside the measured burst."""
-    server = Server("bridge", sink.dsn, report_cpu=True)
+    server = Server("bridge", bench_sink.dsn, report_cpu=True)
     try:
         first = server.cpu_mark()
         second = server.cpu_mark()
@@ -55,11 +44,11 @@ def test_each_mark_collects_the_garbage_before_its_reading(sink: Sink) -> None:
     assert exited.flushed_cpu.full_collections - third.full_collections <= 1
 
 
-def test_the_exit_reading_is_taken_after_the_final_flush(sink: Sink) -> None:
+def test_the_exit_reading_is_taken_after_the_final_flush(bench_sink: Sink) -> None:
     """os._exit skips the interpreter's teardown, not the exit handlers: what otel-bridge
     still holds when SIGTERM comes reaches the ingest before the reading."""
-    sink.mode("normal", reset=True)
-    server = Server("bridge", sink.dsn, {"OTEL_BSP_SCHEDULE_DELAY": "60000"}, report_cpu=True)
+    bench_sink.mode("normal", reset=True)
+    server = Server("bridge", bench_sink.dsn, {"OTEL_BSP_SCHEDULE_DELAY": "60000"}, report_cpu=True)
     try:
         load(server.port, 30, concurrency=1)
         exited = server.terminate()
@@ -67,11 +56,11 @@ def test_the_exit_reading_is_taken_after_the_final_flush(sink: Sink) -> None:
         server.close()
     assert exited.returncode == 143
     assert exited.flushed_cpu is not None
-    assert orders_transactions(sink.stats()) == 30
+    assert orders_transactions(bench_sink.stats()) == 30
 
 
-def test_without_the_option_the_process_exits_as_usual(sink: Sink) -> None:
-    server = Server("bare", sink.dsn)
+def test_without_the_option_the_process_exits_as_usual(bench_sink: Sink) -> None:
+    server = Server("bare", bench_sink.dsn)
     try:
         exited = server.terminate()
     finally:

@@ -66,7 +66,9 @@ def pipeline_factory(ingest: RecordingIngest) -> Iterator[type[Pipeline]]:
     yield Made
     for pipeline in made:
         pipeline.close()
-    sentry_sdk.init(dsn=None)  # leave no client behind for other tests
+    # No client left behind for other tests; init(dsn=None) would leave one that still
+    # adds sentry-trace and baggage to every http.client request of this process.
+    sentry_sdk.get_global_scope().set_client(None)
     for scope in (
         sentry_sdk.get_global_scope(),
         sentry_sdk.get_isolation_scope(),

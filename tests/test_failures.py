@@ -30,7 +30,7 @@ from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_sp
 from otel_bridge.pipeline.exporter import SentrySpanExporter
 from otel_bridge.runtime import Runtime
 from tests.rig.ingest import RecordingIngest
-from tests.rig.processes import InstrumentedServer, run_instrumented
+from tests.rig.processes import CompletedRun, InstrumentedServer, run_instrumented
 
 ShopFactory = Callable[..., InstrumentedServer]
 
@@ -280,20 +280,26 @@ print("done")
 """
 
 
-def test_spans_the_batch_queue_cannot_hold_are_counted_as_client_reports(
-    ingest: RecordingIngest,
-) -> None:
-    # A slow ingest and tiny queues: the exporter waits for the transport, the batch queue
-    # fills within the burst, and every transaction must be delivered or reported lost.
+def _burst_through_tiny_queues(ingest: RecordingIngest, script: str) -> CompletedRun:
+    """A slow ingest and tiny queues: the exporter waits for the transport and the batch
+    queue fills within the burst."""
     ingest.respond_with(200, delay=0.05)
     result = run_instrumented(
-        ["python", "-c", BURST_SCRIPT],
+        ["python", "-c", script],
         {"SENTRY_DSN": ingest.dsn, "OTEL_SERVICE_NAME": "failures",
          "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "10",
          "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": "2"},
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_spans_the_batch_queue_cannot_hold_are_counted_as_client_reports(
+    ingest: RecordingIngest,
+) -> None:
+    # Every transaction must be delivered or reported lost.
+    result = _burst_through_tiny_queues(ingest, BURST_SCRIPT)
     # one warning for the whole burst, instead of the SDK's line per dropped span
     assert result.stderr.count("the span queue is full") == 1, result.stderr
     assert "Queue full" not in result.stderr, result.stderr
@@ -321,15 +327,7 @@ def test_what_the_batch_queue_cannot_hold_is_lost_by_whole_transactions(
     # As above, with children: whichever of a trace's spans find the queue full, every
     # transaction and every span is delivered or reported lost once, and no child arrives
     # as a transaction of its own.
-    ingest.respond_with(200, delay=0.05)
-    result = run_instrumented(
-        ["python", "-c", NESTED_BURST_SCRIPT],
-        {"SENTRY_DSN": ingest.dsn, "OTEL_SERVICE_NAME": "failures",
-         "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "10",
-         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5", "OTEL_BRIDGE_TRANSPORT_QUEUE_SIZE": "2"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
+    _burst_through_tiny_queues(ingest, NESTED_BURST_SCRIPT)
     transactions = ingest.events("transaction")
     names = [str(e.get("transaction")) for e in transactions]
     assert all(name.startswith("burst ") for name in names), names
@@ -475,4 +473,6 @@ def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
         held.release.set()
         provider.shutdown()
         sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.init(dsn=None)  # leave no client behind for other tests
+        # No client left behind for other tests; init(dsn=None) would leave one that still
+        # adds sentry-trace and baggage to every http.client request of this process.
+        sentry_sdk.get_global_scope().set_client(None)
