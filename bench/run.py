@@ -555,9 +555,8 @@ def bench_memory(report: Report, sink: Sink, mode: Mode) -> dict[str, float]:
     reported = sum(discarded.values())
     # The warm-up requests and the readiness check (/health/) met the black hole too; client
     # reports do not say which transaction they lost, so every request's transaction is
-    # accounted for. Follow-ups are not requests' transactions: at shutdown the pipeline
-    # delivers the spans still waiting for a local root, here query spans whose request's
-    # transaction was dropped (and reported) while the queue was full.
+    # accounted for. Follow-ups (spans sent apart from their request's transaction: children
+    # that ended after it, subtrees still waiting for it at shutdown) are counted apart.
     made = requests + mode.warmup + server.readiness_requests
     follow_ups = sum(stats["follow_ups"].values())
     unaccounted = made - (sum(stats["transactions"].values()) - follow_ups) - reported
