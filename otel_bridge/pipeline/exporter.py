@@ -305,15 +305,11 @@ class SentrySpanExporter(SpanExporter):
 
     def _drop_children_of_dropped_roots(self) -> None:
         dropped_roots = self._runtime.dropped_roots
-        if not dropped_roots:
-            return
-        roots = []
-        while dropped_roots:  # popleft rather than a copy: request threads keep appending
-            try:
-                roots.append(dropped_roots.popleft())
-            except IndexError:
-                break
-        self._assembler.drop_subtrees(roots)
+        if dropped_roots:
+            # Taken one by one rather than copied and cleared: request threads may append
+            # meanwhile, and only this thread (under the export lock) takes.
+            roots = [dropped_roots.popleft() for _ in range(len(dropped_roots))]
+            self._assembler.drop_subtrees(roots)
 
     def _report_assembly_drops(self) -> None:
         stats = self._assembler.stats
