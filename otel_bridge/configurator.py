@@ -109,7 +109,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         if to_sentry:  # its spans dropped for want of room become client reports
             return AccountedBatchSpanProcessor(
                 span_exporter,
-                on_drop=functools.partial(report_span_lost, dropped_roots=runtime.dropped_roots),
+                on_drop=functools.partial(report_span_lost, dropped_spans=runtime.dropped_spans),
             )
         return BatchSpanProcessor(span_exporter)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from otel_bridge.config import BridgeConfig, load_config
 
 if TYPE_CHECKING:
+    from otel_bridge.pipeline.assembly import DroppedSpan
     from otel_bridge.scrub import Scrubber
 
 
@@ -42,7 +43,7 @@ class CapturedExceptions:
 
 # Drops not yet seen by the exporter (it takes them at every export); a bound for a process
 # whose exporter has stopped.
-MAX_DROPPED_ROOTS = 20_000
+MAX_DROPPED_SPANS = 20_000
 
 
 @dataclass
@@ -53,12 +54,13 @@ class Runtime:
     # Set when every trace exporter receives scrubbed span copies (ScrubbingSpanExporter):
     # the Sentry exporter then only scrubs what does not come from span data (the resource).
     spans_scrubbed: bool = False
-    # (trace id, span id) of local roots the batch queue had no room for, in the order they
-    # were dropped: the `sentry` exporter drops the children still waiting for them (Sentry
-    # loses a transaction's spans with it) rather than send them on their own at shutdown.
-    # Appended on request threads, taken on the batch thread; deque operations are atomic.
-    dropped_roots: deque[tuple[int, int]] = field(
-        default_factory=lambda: deque(maxlen=MAX_DROPPED_ROOTS)
+    # Spans the batch queue had no room for, in the order they were dropped: the `sentry`
+    # exporter drops the descendants of a local root with it (Sentry loses a transaction's
+    # spans with it) rather than send them on their own at shutdown, and hands those of any
+    # other span to its parent. Appended on request threads, taken on the batch thread;
+    # deque operations are atomic.
+    dropped_spans: deque[DroppedSpan] = field(
+        default_factory=lambda: deque(maxlen=MAX_DROPPED_SPANS)
     )
 
     @cached_property

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from otel_bridge.pipeline.assembly import TransactionAssembler, is_local_root
+from otel_bridge.pipeline.assembly import DroppedSpan, TransactionAssembler, is_local_root
 
 
 @pytest.fixture
@@ -169,6 +169,12 @@ def _key(span: trace.Span) -> tuple[int, int]:
     return (context.trace_id, context.span_id)
 
 
+def _dropped(span: trace.Span, parent: trace.Span | None = None) -> DroppedSpan:
+    """What the batch processor records for a span it had no room for."""
+    parent_id = None if parent is None else parent.get_span_context().span_id
+    return (*_key(span), parent_id)
+
+
 def test_what_waits_for_a_dropped_root_is_dropped_with_it(tracer_and_spans) -> None:
     """A root the batch queue had no room for: its descendants waiting now, and those that
     come later, are dropped and counted, never sent on their own at shutdown."""
@@ -186,8 +192,9 @@ def test_what_waits_for_a_dropped_root_is_dropped_with_it(tracer_and_spans) -> N
     assert assembler.pending_count == 4
     exporter.clear()
 
-    assert assembler.drop_subtrees([_key(dropped_root)]) == 3
+    assert assembler.account_for_dropped([_dropped(dropped_root)]) == []
     assert assembler.pending_count == 1  # the other trace's child still waits
+    assert assembler.stats.dropped_with_root == 3
     # a descendant ending after the drop was learnt: dropped as it comes, children included
     late = tracer.start_span("late", context=under_dropped)
     tracer.start_span("late-leaf", context=trace.set_span_in_context(late)).end()
@@ -200,3 +207,74 @@ def test_what_waits_for_a_dropped_root_is_dropped_with_it(tracer_and_spans) -> N
     assert assembler.drain()[0].root.name == "kept-child"  # nothing of the dropped root
     dropped_root.end()
     kept_root.end()
+
+
+def _child(tracer: trace.Tracer, name: str, parent: trace.Span) -> trace.Span:
+    return tracer.start_span(name, context=trace.set_span_in_context(parent))
+
+
+def test_the_descendants_of_a_dropped_child_span_are_adopted_by_its_parent(
+    tracer_and_spans,
+) -> None:
+    """A middle span the batch queue had no room for: what waits for it, and what comes for
+    it later, travels in its root's transaction; dropped spans in a chain hand on to the
+    nearest ancestor that got in."""
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    view = _child(tracer, "view", root)
+    render = _child(tracer, "render", view)
+    _child(tracer, "query", render).end()
+    _child(tracer, "cache", view).end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assert assembler.add(exporter.get_finished_spans(), now=0.0) == []
+    exporter.clear()
+
+    # render, then view, found the queue full (they end in that order)
+    assert assembler.account_for_dropped([_dropped(render, view), _dropped(view, root)]) == []
+    _child(tracer, "late", render).end()  # ends after its parent was dropped
+    render.end()
+    view.end()
+    root.end()
+    finished = [span for span in exporter.get_finished_spans() if span.name in ("late", "root")]
+    [transaction] = assembler.add(finished, now=1.0)
+    assert transaction.root.name == "root"
+    assert _names(transaction.descendants) == ["cache", "late", "query"]
+    assert assembler.pending_count == 0
+    assert assembler.stats.dropped_with_root == 0
+    assert assembler.drain() == []
+
+
+def test_a_dropped_child_spans_descendants_follow_a_parent_already_sent(
+    tracer_and_spans,
+) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    task = _child(tracer, "task", root)  # outlives its root, as a background task may
+    _child(tracer, "step", task).end()
+    root.end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    [transaction] = assembler.add(exporter.get_finished_spans(), now=0.0)
+    assert transaction.root.name == "root" and transaction.descendants == []
+
+    [follow_up] = assembler.account_for_dropped([_dropped(task, root)])
+    assert follow_up.root.name == "step"
+    assert follow_up.parent_span_id == root.get_span_context().span_id
+    assert assembler.stats.follow_ups == 1
+    assert assembler.pending_count == 0
+
+
+def test_adopted_descendants_are_dropped_with_a_dropped_root(tracer_and_spans) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    view = _child(tracer, "view", root)
+    _child(tracer, "query", view).end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assembler.add(exporter.get_finished_spans(), now=0.0)
+    exporter.clear()
+
+    assembler.account_for_dropped([_dropped(view, root), _dropped(root)])
+    _child(tracer, "late", view).end()
+    assert assembler.add(exporter.get_finished_spans(), now=1.0) == []
+    assert assembler.pending_count == 0
+    assert assembler.stats.take_dropped_with_root() == 2  # query, then late
+    assert assembler.drain() == []

@@ -10,11 +10,12 @@ do not pile up. No timing is asserted: waits are bounded, outcomes are counted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +24,7 @@ import requests
 import sentry_sdk
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import Tracer, set_span_in_context
 
 from otel_bridge.config import load_config
 from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_span_lost
@@ -310,13 +311,15 @@ def test_spans_the_batch_queue_cannot_hold_are_counted_as_client_reports(
     assert delivered + sum(lost.values()) == 150, (delivered, lost)
 
 
+# Three levels, so the queue also drops middle spans whose children found room.
 NESTED_BURST_SCRIPT = """
 from opentelemetry import trace
 tracer = trace.get_tracer("failures")
 for index in range(300):
     with tracer.start_as_current_span(f"burst {index}"):
         for step in range(3):
-            tracer.start_span(f"step {step}").end()
+            with tracer.start_as_current_span(f"step {step}"):
+                tracer.start_span(f"query {step}").end()
 print("done")
 """
 
@@ -337,7 +340,7 @@ def test_what_the_batch_queue_cannot_hold_is_lost_by_whole_transactions(
     # A root that found room travels with the children that did (the others counted).
     delivered_spans = sum(1 + len(e["spans"]) for e in transactions)
     lost_spans = discarded(ingest, "span")
-    assert delivered_spans + sum(lost_spans.values()) == 1200, (delivered_spans, lost_spans)
+    assert delivered_spans + sum(lost_spans.values()) == 2100, (delivered_spans, lost_spans)
 
 
 # -- pre-fork servers --------------------------------------------------------------------
@@ -437,11 +440,11 @@ class _HeldFirstExport(SpanExporter):
         self.exporter.shutdown()
 
 
-def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
+@contextlib.contextmanager
+def _held_pipeline(
     ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Sentry loses a transaction's spans with it: queries whose request span found the
-    queue full are counted lost with it, not sent on their own at shutdown."""
+) -> Iterator[tuple[Tracer, TracerProvider, _HeldFirstExport]]:
+    """The configurator's pipeline with a 4-span batch queue whose first export is held."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     runtime = Runtime(load_config({"SENTRY_DSN": ingest.dsn}))
@@ -450,25 +453,11 @@ def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
     provider = TracerProvider()
     provider.add_span_processor(
         AccountedBatchSpanProcessor(
-            held, on_drop=functools.partial(report_span_lost, dropped_roots=runtime.dropped_roots)
+            held, on_drop=functools.partial(report_span_lost, dropped_spans=runtime.dropped_spans)
         )
     )
-    tracer = provider.get_tracer("failures")
     try:
-        tracer.start_span("first request").end()
-        assert held.entered.wait(10)
-        request = tracer.start_span("request")
-        for index in range(4):  # the queue's four places
-            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
-        request.end()  # no room left
-        held.release.set()
-        provider.shutdown()
-        sentry_sdk.get_client().flush(timeout=10)
-        ingest.wait_for(lambda ing: discarded(ing, "span"))
-        names = [e.get("transaction") for e in ingest.events("transaction")]
-        assert names == ["first request"], ingest.dump()[-3000:]
-        assert discarded(ingest, "transaction") == {"queue_overflow": 1}
-        assert discarded(ingest, "span") == {"queue_overflow": 5}, ingest.dump()[-3000:]
+        yield provider.get_tracer("failures"), provider, held
     finally:
         held.release.set()
         provider.shutdown()
@@ -476,3 +465,61 @@ def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
         # No client left behind for other tests; init(dsn=None) would leave one that still
         # adds sentry-trace and baggage to every http.client request of this process.
         sentry_sdk.get_global_scope().set_client(None)
+
+
+def _delivered_after_shutdown(ingest: RecordingIngest, provider: TracerProvider) -> list[Any]:
+    provider.shutdown()
+    sentry_sdk.get_client().flush(timeout=10)
+    ingest.wait_for(lambda ing: discarded(ing, "span"))
+    return ingest.events("transaction")
+
+
+def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentry loses a transaction's spans with it: queries whose request span found the
+    queue full are counted lost with it, not sent on their own at shutdown."""
+    with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
+        tracer.start_span("first request").end()
+        assert held.entered.wait(10)
+        request = tracer.start_span("request")
+        for index in range(4):  # the queue's four places
+            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
+        request.end()  # no room left
+        held.release.set()
+        transactions = _delivered_after_shutdown(ingest, provider)
+        names = [e.get("transaction") for e in transactions]
+        assert names == ["first request"], ingest.dump()[-3000:]
+        assert discarded(ingest, "transaction") == {"queue_overflow": 1}
+        assert discarded(ingest, "span") == {"queue_overflow": 5}, ingest.dump()[-3000:]
+
+
+def test_the_children_of_a_span_the_batch_queue_dropped_stay_with_their_transaction(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A middle span finds the queue full after its queries got in: they travel in their
+    request's transaction (their parent id naming the lost span), not on their own."""
+    with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
+        tracer.start_span("first request").end()
+        assert held.entered.wait(10)
+        request = tracer.start_span("request")
+        render = tracer.start_span("render", context=set_span_in_context(request))
+        for index in range(4):  # the queue's four places
+            tracer.start_span(f"query {index}", context=set_span_in_context(render)).end()
+        render.end()  # no room left
+        held.release.set()
+        assert provider.force_flush(10_000)  # room again for the request span
+        request.end()
+        transactions = _delivered_after_shutdown(ingest, provider)
+        names = [e.get("transaction") for e in transactions]
+        assert names == ["first request", "request"], ingest.dump()[-3000:]
+        spans = transactions[1]["spans"]
+        assert sorted(span["description"] for span in spans) == [
+            f"query {index}" for index in range(4)
+        ]
+        render_id = format(render.get_span_context().span_id, "016x")
+        assert {span["parent_span_id"] for span in spans} == {render_id}
+        assert discarded(ingest, "transaction") == {}
+        assert discarded(ingest, "span") == {"queue_overflow": 1}, ingest.dump()[-3000:]
+
+

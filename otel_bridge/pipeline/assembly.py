@@ -5,7 +5,8 @@ sends what comes out. Children usually end before their local root, so they wait
 buffer; a span whose parent was already sent (it ended after its root) becomes a follow-up
 transaction on the same trace with its parent set, never lost silently. Spans whose root never
 ends are dropped after a TTL and counted; so are, at once, those whose root was dropped before
-it reached the exporter (Sentry loses a transaction's spans with it).
+it reached the exporter (Sentry loses a transaction's spans with it). The descendants of a
+dropped child span stay with their transaction: its parent adopts them.
 
 Written by hand because neither the OTel SDK nor sentry-sdk groups OTel spans by local root
 (sentry-sdk's SentrySpanProcessor does it inline on the request thread, with shared dicts).
@@ -23,6 +24,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID, TRACE_ID
 
 SpanKey = tuple[int, int]  # (trace_id, span_id)
+# A span dropped before it reached the exporter: (trace_id, span_id, parent span id), the
+# parent None for a local root.
+DroppedSpan = tuple[int, int, int | None]
 
 
 # Named tuples: made for every transaction and every buffered span on the exporter's thread,
@@ -44,7 +48,7 @@ class _Pending(NamedTuple):
 class AssemblyStats:
     dropped_expired: int = 0
     dropped_overflow: int = 0
-    # Spans dropped because their local root was (see TransactionAssembler.drop_subtrees).
+    # Spans dropped because their local root was (see TransactionAssembler.account_for_dropped).
     dropped_with_root: int = 0
     follow_ups: int = 0
     _taken: int = field(default=0, repr=False)
@@ -97,6 +101,9 @@ class TransactionAssembler:
         # Span ids of dropped local roots and of the descendants dropped with them, so a
         # descendant that comes later is dropped too; forgotten oldest first, as `_sent`.
         self._dropped: OrderedDict[int, None] = OrderedDict()
+        # Span id of a dropped child span -> the span that adopted its descendants (its
+        # parent, or the nearest ancestor not dropped), forgotten oldest first.
+        self._adopted_by: OrderedDict[int, int] = OrderedDict()
         self.stats = AssemblyStats()
 
     @property
@@ -117,15 +124,18 @@ class TransactionAssembler:
                 ready.append(AssembledTransaction(span, self._collect(key)))
                 self._remember_sent(key)
                 continue
-            parent_key = (key[0], parent[SPAN_ID])
-            if parent_key[1] in self._sent:
+            parent_id = parent[SPAN_ID]
+            if self._adopted_by and parent_id in self._adopted_by:
+                parent_id = self._adopter(parent_id)
+            parent_key = (key[0], parent_id)
+            if parent_id in self._sent:
                 self.stats.follow_ups += 1
                 ready.append(
                     AssembledTransaction(span, self._collect(key), parent_span_id=parent_key[1])
                 )
                 self._remember_sent(key)
                 continue
-            if self._dropped and parent_key[1] in self._dropped:
+            if self._dropped and parent_id in self._dropped:
                 self.stats.dropped_with_root += 1 + self._discard_subtree(key)
                 continue
             # tuple.__new__ makes the named tuple at C level; _Pending(...) would run the
@@ -135,13 +145,49 @@ class TransactionAssembler:
         self._enforce_limit()
         return ready
 
-    def drop_subtrees(self, roots: Iterable[SpanKey]) -> int:
-        """Drop what waits for these local roots, which were dropped before they reached
-        the exporter (a full batch queue): their descendants waiting here now, and those
-        that come later. Returns how many were dropped now."""
-        dropped = sum(self._discard_subtree(root_key) for root_key in roots)
-        self.stats.dropped_with_root += dropped
-        return dropped
+    def account_for_dropped(self, dropped: Iterable[DroppedSpan]) -> list[AssembledTransaction]:
+        """Spans dropped before they reached the exporter (a full batch queue), in the
+        order they were dropped. A local root's descendants are dropped with it, those
+        waiting here now and those that come later: Sentry loses a transaction's spans with
+        it. A child span's descendants are adopted by its parent, so they still travel with
+        their transaction (their own parent id still names the lost span). Returns the
+        follow-up transactions this makes when that parent was sent already."""
+        ready: list[AssembledTransaction] = []
+        for trace_id, span_id, parent_id in dropped:
+            key = (trace_id, span_id)
+            if parent_id is None:
+                self.stats.dropped_with_root += self._discard_subtree(key)
+                continue
+            adopter = self._adopter(parent_id)
+            if adopter in self._dropped:
+                self.stats.dropped_with_root += self._discard_subtree(key)
+                continue
+            self._remember_adopted(span_id, adopter)
+            orphans = self._children.pop(key, None)
+            if not orphans:
+                continue
+            if adopter in self._sent:
+                for orphan in orphans:
+                    pending = self._pending.pop(orphan, None)
+                    if pending is not None:
+                        self.stats.follow_ups += 1
+                        ready.append(
+                            AssembledTransaction(
+                                pending.span, self._collect(orphan), parent_span_id=adopter
+                            )
+                        )
+                        self._remember_sent(orphan)
+            else:
+                self._children.setdefault((trace_id, adopter), []).extend(orphans)
+        return ready
+
+    def _adopter(self, span_id: int) -> int:
+        """The span standing in for ``span_id``: itself unless it was a dropped child span,
+        else the nearest ancestor that was not."""
+        adopted_by = self._adopted_by
+        while span_id in adopted_by:
+            span_id = adopted_by[span_id]
+        return span_id
 
     def _discard_subtree(self, top: SpanKey) -> int:
         """Drop the descendants of ``top`` waiting here, remembering ``top`` and them as
@@ -179,17 +225,14 @@ class TransactionAssembler:
             top = key
             # Climb to the highest pending ancestor so each subtree is delivered once.
             while True:
-                span = self._pending[top].span
-                assert span.parent is not None
-                parent_key = _key(top[0], span.parent.span_id)
+                parent_key = _key(top[0], self._parent_id(self._pending[top].span))
                 if parent_key not in self._pending:
                     break
                 top = parent_key
             top_span = self._pending.pop(top).span
-            assert top_span.parent is not None
             ready.append(
                 AssembledTransaction(
-                    top_span, self._collect(top), parent_span_id=top_span.parent.span_id
+                    top_span, self._collect(top), parent_span_id=self._parent_id(top_span)
                 )
             )
         self._children.clear()
@@ -208,16 +251,20 @@ class TransactionAssembler:
         collected.sort(key=_start_time)
         return collected
 
+    def _parent_id(self, span: ReadableSpan) -> int:
+        """The id of the span a pending child waits for (see _adopter)."""
+        assert span.parent is not None  # a pending span is never a local root
+        return self._adopter(span.parent.span_id)
+
     def _drop(self, key: SpanKey) -> None:
         pending = self._pending.pop(key)
-        parent = pending.span.parent
-        if parent is not None:
-            siblings = self._children.get(_key(key[0], parent.span_id))
-            if siblings is not None:
-                if key in siblings:
-                    siblings.remove(key)
-                if not siblings:
-                    del self._children[_key(key[0], parent.span_id)]
+        parent_key = _key(key[0], self._parent_id(pending.span))
+        siblings = self._children.get(parent_key)
+        if siblings is not None:
+            if key in siblings:
+                siblings.remove(key)
+            if not siblings:
+                del self._children[parent_key]
 
     def _enforce_limit(self) -> None:
         while len(self._pending) > self._max_pending:
@@ -228,6 +275,11 @@ class TransactionAssembler:
         self._sent[key[1]] = None
         if len(self._sent) > self._sent_memory:
             self._sent.popitem(last=False)
+
+    def _remember_adopted(self, span_id: int, adopter: int) -> None:
+        self._adopted_by[span_id] = adopter
+        if len(self._adopted_by) > self._sent_memory:
+            self._adopted_by.popitem(last=False)
 
     def _remember_dropped(self, span_id: int) -> None:
         self._dropped[span_id] = None

@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_bridge.forks import reset_in_forked_children
-from otel_bridge.pipeline.assembly import is_local_root
-from otel_bridge.span_attributes import SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
+from otel_bridge.pipeline.assembly import DroppedSpan
+from otel_bridge.span_attributes import IS_REMOTE, SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
@@ -62,16 +62,19 @@ def sentry_export_batch_size() -> int | None:
 
 
 def report_span_lost(
-    span: ReadableSpan, dropped_roots: deque[tuple[int, int]] | None = None
+    span: ReadableSpan, dropped_spans: deque[DroppedSpan] | None = None
 ) -> None:
-    """A client report for a span dropped before the exporter saw it; a local root is also
-    added to ``dropped_roots``, where the exporter learns that its children are lost too."""
+    """A client report for a span dropped before the exporter saw it. The span is also
+    added to ``dropped_spans``, where the exporter learns what becomes of its descendants:
+    lost with a local root, adopted by the parent of any other span."""
     import sentry_sdk
 
-    local_root = is_local_root(span)
+    parent = span._parent  # behind the SDK's properties: see otel_bridge/span_attributes.py
+    parent_id = None if parent is None or parent[IS_REMOTE] else parent[SPAN_ID]
+    local_root = parent_id is None
     context = span._context
-    if local_root and dropped_roots is not None and context is not None:
-        dropped_roots.append((context[TRACE_ID], context[SPAN_ID]))
+    if dropped_spans is not None and context is not None:
+        dropped_spans.append((context[TRACE_ID], context[SPAN_ID], parent_id))
     transport = sentry_sdk.get_client().transport
     if transport is None:
         return

@@ -120,11 +120,10 @@ class SentrySpanExporter(SpanExporter):
         if self._shutdown:
             return
         with self._lock:
-            self._drop_children_of_dropped_roots()
+            ready = self._account_for_dropped_spans() + self._assembler.drain()
             sent_at = _now_timestamp()
             self._send(
-                [self._envelope_for(assembled, sent_at) for assembled in self._assembler.drain()],
-                self._deadline(),
+                [self._envelope_for(assembled, sent_at) for assembled in ready], self._deadline()
             )
             self._report_assembly_drops()
             self._shutdown = True
@@ -133,7 +132,7 @@ class SentrySpanExporter(SpanExporter):
             transport.flush(self._config.shutdown_timeout)
 
     def _export_locked(self, spans: Sequence[ReadableSpan]) -> None:
-        self._drop_children_of_dropped_roots()
+        follow_ups = self._account_for_dropped_spans()
         now = self._clock()
         own = (
             spans
@@ -141,6 +140,8 @@ class SentrySpanExporter(SpanExporter):
             else [span for span in spans if not self._is_ingest_request(span)]
         )
         ready = self._assembler.add(own, now)
+        if follow_ups:
+            ready = follow_ups + ready
         self._assembler.expire(now)
         sent_at = _now_timestamp()
         envelopes = [self._envelope_for(assembled, sent_at) for assembled in ready]
@@ -303,13 +304,14 @@ class SentrySpanExporter(SpanExporter):
             tag_keys=self._config.tag_keys,
         )
 
-    def _drop_children_of_dropped_roots(self) -> None:
-        dropped_roots = self._runtime.dropped_roots
-        if dropped_roots:
-            # Taken one by one rather than copied and cleared: request threads may append
-            # meanwhile, and only this thread (under the export lock) takes.
-            roots = [dropped_roots.popleft() for _ in range(len(dropped_roots))]
-            self._assembler.drop_subtrees(roots)
+    def _account_for_dropped_spans(self) -> list[AssembledTransaction]:
+        dropped_spans = self._runtime.dropped_spans
+        if not dropped_spans:
+            return []
+        # Taken one by one rather than copied and cleared: request threads may append
+        # meanwhile, and only this thread (under the export lock) takes.
+        dropped = [dropped_spans.popleft() for _ in range(len(dropped_spans))]
+        return self._assembler.account_for_dropped(dropped)
 
     def _report_assembly_drops(self) -> None:
         stats = self._assembler.stats
