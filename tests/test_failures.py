@@ -228,6 +228,46 @@ def test_rate_limits_are_honoured_per_category(
     assert discarded(ingest, "transaction").get("ratelimit_backoff", 0) >= 1, ingest.dump()
 
 
+def test_a_bare_retry_after_holds_back_every_category(
+    ingest: RecordingIngest, shop_server: ShopFactory
+) -> None:
+    # A 429 with Retry-After alone (GlitchTip's answer, or a proxy's) limits everything for
+    # the window, errors included; after it, both flow again.
+    window = 6
+    shop = shop_server(env=shop_env(ingest, **FAST_EXPORT))
+    healthy = answers(shop)
+    ingest.wait_for(lambda ing: len(ing.events("transaction")) >= len(PATHS))
+    ingest.respond_with(429, {"Retry-After": str(window)})
+    requests.get(shop.url("/orders/2/"), timeout=30)
+    ingest.wait_for(lambda ing: any(env.status == 429 for env in ing.received))
+    limited_at = time.monotonic()
+    ingest.respond_with(200)
+    accepted_before = len(ingest.envelopes)
+
+    assert answers(shop) == healthy
+    assert requests.get(shop.url("/boom/"), timeout=30).status_code == 500
+    time.sleep(1.0)  # the error went to the transport at once, the transactions by now
+    assert time.monotonic() - limited_at < window, "machine too slow for this window"
+    held_back = [
+        item.type for env in ingest.envelopes[accepted_before:] for item in env.items
+    ]
+    assert held_back == [], held_back
+
+    time.sleep(max(0.0, window + 0.5 - (time.monotonic() - limited_at)))
+    count = len(orders(ingest))
+    requests.get(shop.url("/orders/3/"), timeout=30)
+    assert requests.get(shop.url("/boom/"), timeout=30).status_code == 500
+    wait_orders(ingest, count + 1)
+    errors = ingest.wait_for_items("event", 1)
+    assert any("boom from shop" in str(e.get("exception")) for e in errors), errors
+
+    shop.stop()
+    assert not bridge_tracebacks(shop.stderr_text()), shop.stderr_text()[-5000:]
+    assert len(errors) == 1, errors  # the one raised inside the window was never sent
+    assert discarded(ingest, "transaction").get("ratelimit_backoff", 0) >= 1, ingest.dump()
+    assert discarded(ingest, "error").get("ratelimit_backoff", 0) == 1, ingest.dump()
+
+
 # -- shutdown ------------------------------------------------------------------------------
 
 
