@@ -67,9 +67,15 @@ class AssemblyStats:
         return fresh
 
 
-def is_local_root(span: ReadableSpan) -> bool:
+def local_parent_id(span: ReadableSpan) -> int | None:
+    """The span id of the span's parent in this process; None for a local root (no parent,
+    or a remote one)."""
     parent = span._parent  # behind the SDK's properties: see otel_bridge/span_attributes.py
-    return parent is None or parent[IS_REMOTE]
+    return None if parent is None or parent[IS_REMOTE] else parent[SPAN_ID]
+
+
+def is_local_root(span: ReadableSpan) -> bool:
+    return local_parent_id(span) is None
 
 
 def _start_time(span: ReadableSpan) -> int:
@@ -129,11 +135,7 @@ class TransactionAssembler:
                 parent_id = self._adopter(parent_id)
             parent_key = (key[0], parent_id)
             if parent_id in self._sent:
-                self.stats.follow_ups += 1
-                ready.append(
-                    AssembledTransaction(span, self._collect(key), parent_span_id=parent_key[1])
-                )
-                self._remember_sent(key)
+                ready.append(self._follow_up(span, key, parent_id))
                 continue
             if self._dropped and parent_id in self._dropped:
                 self.stats.dropped_with_root += 1 + self._discard_subtree(key)
@@ -170,16 +172,19 @@ class TransactionAssembler:
                 for orphan in orphans:
                     pending = self._pending.pop(orphan, None)
                     if pending is not None:
-                        self.stats.follow_ups += 1
-                        ready.append(
-                            AssembledTransaction(
-                                pending.span, self._collect(orphan), parent_span_id=adopter
-                            )
-                        )
-                        self._remember_sent(orphan)
+                        ready.append(self._follow_up(pending.span, orphan, adopter))
             else:
                 self._children.setdefault((trace_id, adopter), []).extend(orphans)
         return ready
+
+    def _follow_up(
+        self, span: ReadableSpan, key: SpanKey, parent_id: int
+    ) -> AssembledTransaction:
+        """A subtree whose parent was sent already, as its own transaction hung from it."""
+        self.stats.follow_ups += 1
+        follow_up = AssembledTransaction(span, self._collect(key), parent_span_id=parent_id)
+        self._remember_sent(key)
+        return follow_up
 
     def _adopter(self, span_id: int) -> int:
         """The span standing in for ``span_id``: itself unless it was a dropped child span,

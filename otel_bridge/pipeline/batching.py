@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_bridge.forks import reset_in_forked_children
-from otel_bridge.pipeline.assembly import DroppedSpan
-from otel_bridge.span_attributes import IS_REMOTE, SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
+from otel_bridge.pipeline.assembly import DroppedSpan, local_parent_id
+from otel_bridge.span_attributes import SAMPLED, SPAN_ID, TRACE_FLAGS, TRACE_ID
 
 _logger = logging.getLogger(__name__)
 _DEFAULT_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
@@ -69,16 +69,14 @@ def report_span_lost(
     lost with a local root, adopted by the parent of any other span."""
     import sentry_sdk
 
-    parent = span._parent  # behind the SDK's properties: see otel_bridge/span_attributes.py
-    parent_id = None if parent is None or parent[IS_REMOTE] else parent[SPAN_ID]
-    local_root = parent_id is None
-    context = span._context
+    parent_id = local_parent_id(span)
+    context = span._context  # behind the SDK's properties: see otel_bridge/span_attributes.py
     if dropped_spans is not None and context is not None:
         dropped_spans.append((context[TRACE_ID], context[SPAN_ID], parent_id))
     transport = sentry_sdk.get_client().transport
     if transport is None:
         return
-    if local_root:
+    if parent_id is None:  # a local root: its transaction is lost
         transport.record_lost_event("queue_overflow", data_category="transaction")
     transport.record_lost_event("queue_overflow", data_category="span")
 
