@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID, TRACE_ID
 
 SpanKey = tuple[int, int]  # (trace_id, span_id)
+_V = TypeVar("_V")
 # A span dropped before it reached the exporter: (trace_id, span_id, parent span id), the
 # parent None for a local root.
 DroppedSpan = tuple[int, int, int | None]
@@ -86,6 +87,13 @@ def _key(trace_id: int, span_id: int) -> SpanKey:
     return (trace_id, span_id)
 
 
+def _remember(memory: OrderedDict[int, _V], span_id: int, value: _V, limit: int) -> None:
+    """Keep ``span_id`` in a memory of at most ``limit`` ids, forgetting the oldest first."""
+    memory[span_id] = value
+    if len(memory) > limit:
+        memory.popitem(last=False)
+
+
 class TransactionAssembler:
     """Buffers finished spans until their local root finishes. Not thread-safe by design:
     only the exporter's thread calls it."""
@@ -103,7 +111,8 @@ class TransactionAssembler:
         # resized, about a thousand of them on average at the default memory (3 µs per span
         # exported, 11-24); OrderedDict.popitem(last=False) takes the oldest at once.
         self._sent: OrderedDict[int, None] = OrderedDict()
-        self._sent_memory = sent_memory
+        # How many ids each of these memories (sent, dropped, adopted) keeps.
+        self._memory_limit = sent_memory
         # Span ids of dropped local roots and of the descendants dropped with them, so a
         # descendant that comes later is dropped too; forgotten oldest first, as `_sent`.
         self._dropped: OrderedDict[int, None] = OrderedDict()
@@ -164,7 +173,7 @@ class TransactionAssembler:
             if adopter in self._dropped:
                 self.stats.dropped_with_root += self._discard_subtree(key)
                 continue
-            self._remember_adopted(span_id, adopter)
+            _remember(self._adopted_by, span_id, adopter, self._memory_limit)
             orphans = self._children.pop(key, None)
             if not orphans:
                 continue
@@ -197,14 +206,14 @@ class TransactionAssembler:
     def _discard_subtree(self, top: SpanKey) -> int:
         """Drop the descendants of ``top`` waiting here, remembering ``top`` and them as
         dropped; returns how many were waiting."""
-        self._remember_dropped(top[1])
+        _remember(self._dropped, top[1], None, self._memory_limit)
         dropped = 0
         stack = list(self._children.pop(top, ()))
         while stack:
             key = stack.pop()
             if self._pending.pop(key, None) is not None:
                 dropped += 1
-                self._remember_dropped(key[1])
+                _remember(self._dropped, key[1], None, self._memory_limit)
             stack.extend(self._children.pop(key, ()))
         return dropped
 
@@ -277,16 +286,4 @@ class TransactionAssembler:
             self.stats.dropped_overflow += 1
 
     def _remember_sent(self, key: SpanKey) -> None:
-        self._sent[key[1]] = None
-        if len(self._sent) > self._sent_memory:
-            self._sent.popitem(last=False)
-
-    def _remember_adopted(self, span_id: int, adopter: int) -> None:
-        self._adopted_by[span_id] = adopter
-        if len(self._adopted_by) > self._sent_memory:
-            self._adopted_by.popitem(last=False)
-
-    def _remember_dropped(self, span_id: int) -> None:
-        self._dropped[span_id] = None
-        if len(self._dropped) > self._sent_memory:
-            self._dropped.popitem(last=False)
+        _remember(self._sent, key[1], None, self._memory_limit)
