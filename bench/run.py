@@ -16,7 +16,10 @@ Sections (``--only django,micro,startup,memory,instructions`` picks some):
 - instructions: the django burst's instructions per request under callgrind (floor,
   otel-bridge, native), where CPU time is too noisy to see small changes (full runs only).
 
-Targets are printed as PASS/MISS; nothing here fails on a miss. See docs/benchmarks.md.
+Targets are printed as PASS/MISS; nothing here fails on a miss. A run that writes the
+default results file keeps its Django rounds in ``bench/results/history.jsonl`` and reports
+the 0.5x-native verdict pooled over the runs of the same code (``bench/history.py``). See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import history
 from bench.procs import (
     REPO_ROOT,
     VENV_BIN,
@@ -52,6 +56,7 @@ from bench.procs import (
 
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
 QUICK_RESULTS = REPO_ROOT / "bench" / "results" / "quick.md"  # a smoke run keeps latest.md
+HISTORY = REPO_ROOT / "bench" / "results" / "history.jsonl"
 BENCH_VENV = REPO_ROOT / "var" / "bench-venv"
 DISTRO_VERSION = "0.66b1"
 
@@ -162,8 +167,18 @@ def run_django_once(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class HistoryTarget:
+    """Where the Django section keeps its rounds, and the fingerprint of what it measures."""
+
+    path: Path
+    code: str
+    at: str
+
+
 def bench_django(
-    report: Report, sink: Sink, mode: Mode, only: Sequence[str] = ()
+    report: Report, sink: Sink, mode: Mode, only: Sequence[str] = (),
+    kept: HistoryTarget | None = None,
 ) -> dict[str, float]:
     variants = [v for v in VARIANT_LABELS if not only or v in only]
     idle: dict[str, list[CpuTimes]] = {v: [] for v in variants}
@@ -238,9 +253,33 @@ def bench_django(
             f"{v} {', '.join(str(r.cpu.full_collections) for r in burst[v])}" for v in variants
         ),
         *_django_side_lines(per_request),
+        *_pooled_history_lines(kept, mode, rounds_us),
         "",
     )
     return {"vs_native": vs_native, "vs_floor": vs_floor, "delivered": delivered_ratio}
+
+
+def _pooled_history_lines(
+    kept: HistoryTarget | None, mode: Mode, rounds_us: Mapping[str, Sequence[float]]
+) -> list[str]:
+    """This run's rounds added to the history, and the verdict over the runs of this code."""
+    if kept is None:
+        return []
+    run = history.run_from_rounds(kept.at, kept.code, mode.burst, mode.concurrency, rounds_us)
+    if run is None:
+        return []
+    shown = kept.path.relative_to(REPO_ROOT) if kept.path.is_relative_to(REPO_ROOT) else kept.path
+    try:
+        history.append(kept.path, run)
+        runs, unreadable = history.load(kept.path)
+    except OSError as error:
+        return [f"- this run's rounds were not kept in {shown}: {error}"]
+    pooled = history.pool(runs, kept.code, mode.burst, mode.concurrency)
+    skipped = (
+        [f"- {shown}: line(s) {', '.join(map(str, unreadable))} unreadable, left out"]
+        if unreadable else []
+    )
+    return [*history.pooled_lines(pooled, shown.as_posix()), *skipped]
 
 
 def _django_summary_lines(
@@ -697,10 +736,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.monotonic()
     compile_checkout()
+    # Only runs that write the default results file are kept: an A/B written elsewhere
+    # (--output) measures code that is usually never committed.
+    kept = None if args.quick or args.output else HistoryTarget(
+        HISTORY, history.fingerprint(history.fingerprinted_files(REPO_ROOT)), now
+    )
     sink = Sink()
     try:
         if "django" in sections:
-            bench_django(report, sink, mode, only)
+            bench_django(report, sink, mode, only, kept)
         if "micro" in sections:
             bench_micro(report, mode)
         if "startup" in sections:
