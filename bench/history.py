@@ -123,8 +123,16 @@ def load(path: Path) -> tuple[list[Run], list[int]]:
 
 def append(path: Path, run: Run) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as history:
-        history.write(run.to_json() + "\n")
+    with path.open("ab") as history:
+        # A line cut short (a run killed while writing) must not swallow this one too.
+        cut_short = history.tell() > 0 and not _ends_with_newline(path)
+        history.write(b"\n" * cut_short + run.to_json().encode() + b"\n")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as kept:
+        kept.seek(-1, 2)
+        return kept.read(1) == b"\n"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -170,3 +170,14 @@ def test_a_history_that_cannot_be_written_costs_the_run_only_that_line(tmp_path:
         {"native": [3000.0] * 3, "bridge": [1450.0] * 3},
     )
     assert len(lines) == 1 and lines[0].startswith("- this run's rounds were not kept in ")
+
+
+def test_a_run_appended_after_a_line_cut_short_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    history.append(path, _run("c", [3000.0] * 3, [1400.0] * 3))
+    with path.open("a") as kept:
+        kept.write('{"at": "killed mid-wri')
+    after = _run("c", [2900.0] * 3, [1450.0] * 3, at="after")
+    history.append(path, after)
+    runs, unreadable = history.load(path)
+    assert runs[-1] == after and len(runs) == 2 and unreadable == [2]
