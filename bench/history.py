@@ -37,8 +37,23 @@ FINGERPRINTED = (
 )
 MIN_ROUNDS = 3  # fewer give only a handful of distinct bootstrap draws (a quick run has 2)
 MIN_RUNS = 3  # a pooled interval over fewer runs says little about the next run
-_RESAMPLES = 2000
-_SEED = 20261124  # fixed: the same runs always give the same interval
+RESAMPLES = 2000
+SEED = 20261124  # fixed: the same rounds always give the same interval
+
+
+def resampled_ratio(rng: random.Random, bridge: Sequence[float], native: Sequence[float]) -> float:
+    """The ratio of medians of one bootstrap draw of a run's rounds, drawn in pairs: each
+    round brings both its otel-bridge and its native figure, measured a minute apart."""
+    drawn = rng.choices(range(len(native)), k=len(native))
+    return statistics.median(bridge[i] for i in drawn) / statistics.median(
+        native[i] for i in drawn
+    )
+
+
+def percentile_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    ordered = sorted(values)
+    tail = (1 - confidence) / 2
+    return ordered[int(tail * (len(ordered) - 1))], ordered[int((1 - tail) * (len(ordered) - 1))]
 
 
 def fingerprinted_files(root: Path) -> list[tuple[str, bytes]]:
@@ -162,25 +177,16 @@ def pool(
     same = tuple(r for r in runs if (r.code, r.burst, r.concurrency) == (code, burst, concurrency))
     if not same:
         return None
-    rng = random.Random(_SEED)
-    means = []
-    for _ in range(_RESAMPLES):
-        ratios = []
-        for run in rng.choices(same, k=len(same)):
-            drawn = rng.choices(range(len(run.native)), k=len(run.native))
-            ratios.append(
-                statistics.median(run.bridge[i] for i in drawn)
-                / statistics.median(run.native[i] for i in drawn)
-            )
-        means.append(statistics.fmean(ratios))
-    means.sort()
-    tail = (1 - confidence) / 2
-    return Pooled(
-        runs=same,
-        low=means[int(tail * (len(means) - 1))],
-        high=means[int((1 - tail) * (len(means) - 1))],
-        share_at_or_under=sum(m <= 0.5 for m in means) / len(means),
-    )
+    rng = random.Random(SEED)
+    means = [
+        statistics.fmean(
+            resampled_ratio(rng, run.bridge, run.native)
+            for run in rng.choices(same, k=len(same))
+        )
+        for _ in range(RESAMPLES)
+    ]
+    low, high = percentile_interval(means, confidence)
+    return Pooled(same, low, high, sum(m <= 0.5 for m in means) / len(means))
 
 
 def pooled_lines(pooled: Pooled | None, history_name: str) -> list[str]:
@@ -196,8 +202,7 @@ def pooled_lines(pooled: Pooled | None, history_name: str) -> list[str]:
     return [
         f"- otel-bridge / native over the {count} run(s) of this code in {history_name} "
         f"({ratios}): mean {pooled.mean_ratio:.2f}x, 90% interval {pooled.low:.2f}-"
-        f"{pooled.high:.2f}x (runs and their rounds resampled, {_RESAMPLES:,} times); at or "
+        f"{pooled.high:.2f}x (runs and their rounds resampled, {RESAMPLES:,} times); at or "
         f"under 0.5x in {pooled.share_at_or_under:.0%} of the resamples: **{verdict}** "
-        "(an interval wholly at or under 0.5x over at least "
-        f"{MIN_RUNS} runs)"
+        f"(an interval wholly at or under 0.5x over at least {MIN_RUNS} runs)"
     ]

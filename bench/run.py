@@ -355,10 +355,6 @@ def _paired_ratio_line(rounds_us: dict[str, list[float]]) -> list[str]:
     ]
 
 
-_BOOTSTRAP_RESAMPLES = 2000
-_BOOTSTRAP_SEED = 20261124  # fixed: the same rounds always give the same interval
-
-
 def _ratio_interval_line(
     rounds_us: Mapping[str, Sequence[float]], confidence: float = 0.9
 ) -> list[str]:
@@ -372,16 +368,9 @@ def _ratio_interval_line(
     bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
     if not bridge or not native or len(bridge) < 3:
         return []
-    rng = random.Random(_BOOTSTRAP_SEED)
-    pairs = list(zip(bridge, native, strict=True))
-    ratios = []
-    for _ in range(_BOOTSTRAP_RESAMPLES):
-        drawn = rng.choices(pairs, k=len(pairs))
-        ratios.append(median([b for b, _ in drawn]) / median([n for _, n in drawn]))
-    ratios.sort()
-    tail = (1 - confidence) / 2
-    low = ratios[int(tail * (len(ratios) - 1))]
-    high = ratios[int((1 - tail) * (len(ratios) - 1))]
+    rng = random.Random(history.SEED)
+    ratios = [history.resampled_ratio(rng, bridge, native) for _ in range(history.RESAMPLES)]
+    low, high = history.percentile_interval(ratios, confidence)
     share = sum(r <= 0.5 for r in ratios) / len(ratios)
     return [
         f"- otel-bridge / native, {confidence:.0%} interval of the ratio of medians (rounds "
