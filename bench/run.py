@@ -366,7 +366,7 @@ def _ratio_interval_line(
     have met the target. Left out under three rounds (a quick run's two): so few rounds
     give only a handful of distinct draws."""
     bridge, native = rounds_us.get("bridge"), rounds_us.get("native")
-    if not bridge or not native or len(bridge) < 3:
+    if not bridge or not native or len(bridge) < history.MIN_ROUNDS:
         return []
     rng = random.Random(history.SEED)
     ratios = [history.resampled_ratio(rng, bridge, native) for _ in range(history.RESAMPLES)]
