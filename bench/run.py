@@ -53,6 +53,7 @@ from bench.procs import (
     load,
     rss_bytes,
 )
+from bench.threads import ThreadSplit, split_between, thread_cpu_ns
 
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
 QUICK_RESULTS = REPO_ROOT / "bench" / "results" / "quick.md"  # a smoke run keeps latest.md
@@ -130,6 +131,8 @@ class RunResult:
     ok: int
     errors: int
     exit_code: int
+    # From just before the burst to its last response (bench.threads); None off Linux.
+    threads: ThreadSplit | None = None
 
 
 def orders_transactions(stats: dict[str, Any]) -> int:
@@ -145,11 +148,13 @@ def run_django_once(
     try:
         load(server.port, mode.warmup, path="/health/", concurrency=1)
         before = server.cpu_mark()
+        threads_before = thread_cpu_ns(server.pid)
         if requests:
             summary = load(server.port, requests, concurrency=mode.concurrency)
         else:
             summary = {"ok": 0, "errors": {}}
             time.sleep(0.5)
+        threads = split_between(server.pid, threads_before, thread_cpu_ns(server.pid))
         exited = server.terminate()
     finally:
         server.close()
@@ -164,6 +169,7 @@ def run_django_once(
         ok=int(summary["ok"]),
         errors=sum(summary["errors"].values()),
         exit_code=exited.returncode,
+        threads=threads,
     )
 
 
@@ -253,6 +259,9 @@ def bench_django(
             f"{v} {', '.join(str(r.cpu.full_collections) for r in burst[v])}" for v in variants
         ),
         *_django_side_lines(per_request),
+        *_thread_split_lines(
+            {v: [r.threads for r in burst[v]] for v in variants}, mode.burst
+        ),
         *_pooled_history_lines(kept, mode, rounds_us),
         "",
     )
@@ -315,6 +324,41 @@ def _django_summary_lines(
         bare = per_request["bare"]
         overhead = (per_request["bridge"] - bare) / max(per_request["otel_null"] - bare, 1e-9)
         lines.append(f"- overhead over bare Django, otel-bridge / floor: {overhead:.2f}x")
+    return lines
+
+
+def _thread_split_lines(
+    splits: Mapping[str, Sequence[ThreadSplit | None]], burst: int
+) -> list[str]:
+    """Each variant's CPU on its request thread and on its other threads during the burst
+    (medians of the rounds), and otel-bridge's surplus over the floor split the same way.
+    A variant with any round unread (no schedstat) is left out rather than half-counted."""
+    read = {
+        v: [s for s in rounds if s is not None] for v, rounds in splits.items()
+        if rounds and all(s is not None for s in rounds)
+    }
+    if not read:
+        return []
+    per_request = {
+        v: (median([s.request for s in rounds]) / burst * 1e6,
+            median([s.others for s in rounds]) / burst * 1e6)
+        for v, rounds in read.items()
+    }
+    shown = "; ".join(
+        f"{v} {request:,.0f} / {others:,.0f}" for v, (request, others) in per_request.items()
+    )
+    lines = [
+        "- CPU by thread during the burst, µs/request, request thread / other threads "
+        "(each thread's time on the CPU, read by the runner just before the burst and just "
+        f"after its last response: the final flush and the idle run not counted): {shown}"
+    ]
+    if {"bridge", "otel_null"} <= per_request.keys():
+        bridge, floor = per_request["bridge"], per_request["otel_null"]
+        lines.append(
+            f"- otel-bridge over the floor (d), by thread: request thread "
+            f"{bridge[0] - floor[0]:+,.0f} µs/request, other threads "
+            f"{bridge[1] - floor[1]:+,.0f}"
+        )
     return lines
 
 

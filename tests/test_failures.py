@@ -15,6 +15,7 @@ import functools
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -492,12 +493,15 @@ class _HeldFirstExport(SpanExporter):
 
 @contextlib.contextmanager
 def _held_pipeline(
-    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch, max_drop_records: int | None = None
 ) -> Iterator[tuple[Tracer, TracerProvider, _HeldFirstExport]]:
-    """The configurator's pipeline with a 4-span batch queue whose first export is held."""
+    """The configurator's pipeline with a 4-span batch queue whose first export is held;
+    ``max_drop_records`` stands in for MAX_DROPPED_SPANS (otel_bridge/runtime.py)."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     runtime = Runtime(load_config({"SENTRY_DSN": ingest.dsn}))
+    if max_drop_records is not None:
+        runtime.dropped_spans = deque(maxlen=max_drop_records)
     sentry_sdk.init(dsn=ingest.dsn, default_integrations=False, auto_enabling_integrations=False)
     held = _HeldFirstExport(SentrySpanExporter(runtime=runtime))
     provider = TracerProvider()
@@ -542,6 +546,35 @@ def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
         assert names == ["first request"], ingest.dump()[-3000:]
         assert discarded(ingest, "transaction") == {"queue_overflow": 1}
         assert discarded(ingest, "span") == {"queue_overflow": 5}, ingest.dump()[-3000:]
+
+
+def test_past_the_bound_on_drop_records_the_children_are_sent_on_their_own_not_lost(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More roots dropped between two exports than the exporter keeps records of (20,000 in
+    a process, one here): the oldest record is pushed out, so its root's queries wait for a
+    root that never comes and go at shutdown as transactions of their own, parent set. The
+    root itself is still counted lost; nothing vanishes."""
+    with _held_pipeline(ingest, monkeypatch, max_drop_records=1) as (tracer, provider, held):
+        tracer.start_span("first request").end()
+        assert held.entered.wait(10)
+        older, newer = tracer.start_span("older"), tracer.start_span("newer")
+        for name, request in (("older", older), ("newer", newer)):
+            for index in range(2):  # two queries each: the queue's four places
+                query = tracer.start_span(f"{name} query {index}", set_span_in_context(request))
+                query.end()
+        older.end()  # no room left: its record ...
+        newer.end()  # ... is pushed out by this one's
+        held.release.set()
+        transactions = _delivered_after_shutdown(ingest, provider)
+        names = sorted(str(e.get("transaction")) for e in transactions)
+        assert names == ["first request", "older query 0", "older query 1"], names
+        older_id = format(older.get_span_context().span_id, "016x")
+        follow_ups = [e for e in transactions if e.get("transaction") != "first request"]
+        assert {e["contexts"]["trace"]["parent_span_id"] for e in follow_ups} == {older_id}
+        assert discarded(ingest, "transaction") == {"queue_overflow": 2}
+        # the two roots, and the newer one's queries with it
+        assert discarded(ingest, "span") == {"queue_overflow": 4}, ingest.dump()[-3000:]
 
 
 def test_the_children_of_a_span_the_batch_queue_dropped_stay_with_their_transaction(
