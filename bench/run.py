@@ -333,10 +333,11 @@ def _thread_split_lines(
     """Each variant's CPU on its request thread and on its other threads during the burst
     (medians of the rounds), and otel-bridge's surplus over the floor split the same way.
     A variant with any round unread (no schedstat) is left out rather than half-counted."""
-    read = {
-        v: [s for s in rounds if s is not None] for v, rounds in splits.items()
-        if rounds and all(s is not None for s in rounds)
-    }
+    read: dict[str, list[ThreadSplit]] = {}
+    for v, rounds in splits.items():
+        known = [s for s in rounds if s is not None]
+        if known and len(known) == len(rounds):
+            read[v] = known
     if not read:
         return []
     per_request = {
