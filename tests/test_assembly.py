@@ -100,6 +100,37 @@ def test_sent_spans_are_forgotten_oldest_first(tracer_and_spans) -> None:
     assert assembler.stats.follow_ups == 1
 
 
+def test_a_root_whose_late_children_keep_coming_is_remembered_the_longest(
+    tracer_and_spans,
+) -> None:
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    context = trace.set_span_in_context(root)
+    late = [tracer.start_span(f"late {index}", context=context) for index in range(2)]
+    root.end()
+    other = tracer.start_span("other")
+    other.end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60, sent_memory=3)
+    assembler.add(exporter.get_finished_spans(), now=0.0)  # remembered: root, other
+    exporter.clear()
+    late[0].end()
+    # found: root moves behind `other`, then its child is remembered
+    assert [t.root.name for t in assembler.add(exporter.get_finished_spans(), 1.0)] == [
+        "late 0"
+    ]
+    exporter.clear()
+    newer = tracer.start_span("newer")
+    newer.end()
+    late[1].end()
+    # `newer` pushed out `other`, the least recently used; forgotten oldest first, it
+    # would have been the root, and `late 1` would wait for it
+    ready = assembler.add(exporter.get_finished_spans(), now=2.0)
+    assert [t.root.name for t in ready] == ["newer", "late 1"]
+    assert ready[1].parent_span_id == root.get_span_context().span_id
+    assert assembler.pending_count == 0
+    assert assembler.stats.follow_ups == 2
+
+
 def test_spans_whose_root_never_ends_expire_and_are_counted(tracer_and_spans) -> None:
     tracer, exporter = tracer_and_spans
     root = tracer.start_span("never-ends")

@@ -30,7 +30,7 @@ from opentelemetry.trace import Tracer, set_span_in_context
 from otel_bridge.config import load_config
 from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_span_lost
 from otel_bridge.pipeline.exporter import SentrySpanExporter
-from otel_bridge.runtime import Runtime
+from otel_bridge.runtime import MAX_DROPPED_SPANS, Runtime
 from tests.rig.ingest import RecordingIngest
 from tests.rig.processes import CompletedRun, InstrumentedServer, run_instrumented
 
@@ -616,6 +616,37 @@ def test_past_the_bound_on_drop_records_the_children_are_sent_on_their_own_not_l
         assert discarded(ingest, "transaction") == {"queue_overflow": 2}
         # the two roots, and the newer one's queries with it
         assert discarded(ingest, "span") == {"queue_overflow": 4}, ingest.dump()[-3000:]
+
+
+@pytest.mark.parametrize(
+    "roots_dropped_after", [MAX_DROPPED_SPANS - 1, MAX_DROPPED_SPANS], ids=["at", "past"]
+)
+def test_the_bound_on_drop_records_is_the_documented_one(
+    roots_dropped_after: int, ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's own bound, on either side: with MAX_DROPPED_SPANS records in all, the
+    oldest dropped root still takes its queries with it; with one more, they go on their own
+    at shutdown. Either way every root dropped is counted."""
+    with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
+        tracer.start_span("first request").end()
+        assert held.entered.wait(10)
+        request = tracer.start_span("request")
+        for index in range(4):  # the queue's four places
+            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
+        request.end()  # no room left: the first record
+        for index in range(roots_dropped_after):
+            tracer.start_span(f"later request {index}").end()
+        held.release.set()
+        transactions = _delivered_after_shutdown(ingest, provider)
+        names = sorted(str(e.get("transaction")) for e in transactions)
+        roots_dropped = roots_dropped_after + 1
+        if roots_dropped <= MAX_DROPPED_SPANS:
+            assert names == ["first request"], names[:10]
+            assert discarded(ingest, "span") == {"queue_overflow": roots_dropped + 4}
+        else:
+            assert names == ["first request", *(f"query {i}" for i in range(4))], names[:10]
+            assert discarded(ingest, "span") == {"queue_overflow": roots_dropped}
+        assert discarded(ingest, "transaction") == {"queue_overflow": roots_dropped}
 
 
 def test_the_children_of_a_span_the_batch_queue_dropped_stay_with_their_transaction(

@@ -88,7 +88,11 @@ def _key(trace_id: int, span_id: int) -> SpanKey:
 
 
 def _remember(memory: OrderedDict[int, _V], span_id: int, value: _V, limit: int) -> None:
-    """Keep ``span_id`` in a memory of at most ``limit`` ids, forgetting the oldest first."""
+    """Keep ``span_id`` in a memory of at most ``limit`` ids, forgetting the least recently
+    used first. A parent found in one is moved to its end (``move_to_end``) by the caller:
+    a dropped root's own queries, remembered as they are dropped with it, would otherwise
+    push the root out while its next queries are still on their way (2026-11-24, at the
+    memory's full 20,000)."""
     memory[span_id] = value
     if len(memory) > limit:
         memory.popitem(last=False)
@@ -105,16 +109,17 @@ class TransactionAssembler:
         self._pending: OrderedDict[SpanKey, _Pending] = OrderedDict()
         self._children: dict[SpanKey, list[SpanKey]] = {}
         # Ids of spans already delivered, to recognise a child that ends after its root (the
-        # 64-bit span id alone is enough here), forgotten oldest first. An OrderedDict, not
-        # a plain dict: a dict leaves a hole for each key deleted at its front, and finding
-        # its first key again (next(iter(...))) steps over every hole until the dict is next
-        # resized, about a thousand of them on average at the default memory (3 µs per span
-        # exported, 11-24); OrderedDict.popitem(last=False) takes the oldest at once.
+        # 64-bit span id alone is enough here), forgotten least recently used first. An
+        # OrderedDict, not a plain dict: a dict leaves a hole for each key deleted at its
+        # front, and finding its first key again (next(iter(...))) steps over every hole
+        # until the dict is next resized, about a thousand of them on average at the default
+        # memory (3 µs per span exported, 11-24); OrderedDict.popitem(last=False) takes the
+        # oldest at once, and move_to_end keeps one found in use.
         self._sent: OrderedDict[int, None] = OrderedDict()
         # How many ids each of these memories (sent, dropped, adopted) keeps.
         self._memory_limit = sent_memory
         # Span ids of dropped local roots and of the descendants dropped with them, so a
-        # descendant that comes later is dropped too; forgotten oldest first, as `_sent`.
+        # descendant that comes later is dropped too; forgotten as `_sent` is.
         self._dropped: OrderedDict[int, None] = OrderedDict()
         # Span id of a dropped child span -> the span that adopted its descendants (its
         # parent, or the nearest ancestor not dropped), forgotten oldest first.
@@ -144,9 +149,11 @@ class TransactionAssembler:
                 parent_id = self._adopter(parent_id)
             parent_key = (key[0], parent_id)
             if parent_id in self._sent:
+                self._sent.move_to_end(parent_id)  # see _remember
                 ready.append(self._follow_up(span, key, parent_id))
                 continue
             if self._dropped and parent_id in self._dropped:
+                self._dropped.move_to_end(parent_id)
                 self.stats.dropped_with_root += 1 + self._discard_subtree(key)
                 continue
             # tuple.__new__ makes the named tuple at C level; _Pending(...) would run the
@@ -171,6 +178,7 @@ class TransactionAssembler:
                 continue
             adopter = self._adopter(parent_id)
             if adopter in self._dropped:
+                self._dropped.move_to_end(adopter)  # see _remember
                 self.stats.dropped_with_root += self._discard_subtree(key)
                 continue
             _remember(self._adopted_by, span_id, adopter, self._memory_limit)
@@ -178,6 +186,7 @@ class TransactionAssembler:
             if not orphans:
                 continue
             if adopter in self._sent:
+                self._sent.move_to_end(adopter)
                 for orphan in orphans:
                     pending = self._pending.pop(orphan, None)
                     if pending is not None:
