@@ -645,6 +645,9 @@ def test_the_bound_on_drop_records_is_the_documented_one(
             assert discarded(ingest, "span") == {"queue_overflow": roots_dropped + 4}
         else:
             assert names == ["first request", *(f"query {i}" for i in range(4))], names[:10]
+            request_id = format(request.get_span_context().span_id, "016x")
+            follow_ups = [e for e in transactions if e.get("transaction") != "first request"]
+            assert {e["contexts"]["trace"]["parent_span_id"] for e in follow_ups} == {request_id}
             assert discarded(ingest, "span") == {"queue_overflow": roots_dropped}
         assert discarded(ingest, "transaction") == {"queue_overflow": roots_dropped}
 
