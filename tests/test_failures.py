@@ -25,7 +25,7 @@ import requests
 import sentry_sdk
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Tracer, set_span_in_context
+from opentelemetry.trace import Span, Tracer, set_span_in_context
 
 from otel_bridge.config import load_config
 from otel_bridge.pipeline.batching import AccountedBatchSpanProcessor, report_span_lost
@@ -569,18 +569,25 @@ def _delivered_after_shutdown(ingest: RecordingIngest, provider: TracerProvider)
     return ingest.events("transaction")
 
 
+def _drop_a_request_behind_its_queries(tracer: Tracer, held: _HeldFirstExport) -> Span:
+    """With the first export held: a request whose four queries fill the queue, so that
+    the request itself finds no room and is dropped. Returns the request span."""
+    tracer.start_span("first request").end()
+    assert held.entered.wait(10)
+    request = tracer.start_span("request")
+    for index in range(4):  # the queue's four places
+        tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
+    request.end()  # no room left
+    return request
+
+
 def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
     ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sentry loses a transaction's spans with it: queries whose request span found the
     queue full are counted lost with it, not sent on their own at shutdown."""
     with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
-        tracer.start_span("first request").end()
-        assert held.entered.wait(10)
-        request = tracer.start_span("request")
-        for index in range(4):  # the queue's four places
-            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
-        request.end()  # no room left
+        _drop_a_request_behind_its_queries(tracer, held)
         held.release.set()
         transactions = _delivered_after_shutdown(ingest, provider)
         names = [e.get("transaction") for e in transactions]
@@ -628,12 +635,7 @@ def test_the_bound_on_drop_records_is_the_documented_one(
     oldest dropped root still takes its queries with it; with one more, they go on their own
     at shutdown. Either way every root dropped is counted."""
     with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
-        tracer.start_span("first request").end()
-        assert held.entered.wait(10)
-        request = tracer.start_span("request")
-        for index in range(4):  # the queue's four places
-            tracer.start_span(f"query {index}", context=set_span_in_context(request)).end()
-        request.end()  # no room left: the first record
+        request = _drop_a_request_behind_its_queries(tracer, held)  # the first record
         for index in range(roots_dropped_after):
             tracer.start_span(f"later request {index}").end()
         held.release.set()
