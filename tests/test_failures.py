@@ -15,7 +15,6 @@ import functools
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -534,15 +533,12 @@ class _HeldFirstExport(SpanExporter):
 
 @contextlib.contextmanager
 def _held_pipeline(
-    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch, max_drop_records: int | None = None
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Tracer, TracerProvider, _HeldFirstExport]]:
-    """The configurator's pipeline with a 4-span batch queue whose first export is held;
-    ``max_drop_records`` stands in for MAX_DROPPED_SPANS (otel_bridge/runtime.py)."""
+    """The configurator's pipeline with a 4-span batch queue whose first export is held."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     runtime = Runtime(load_config({"SENTRY_DSN": ingest.dsn}))
-    if max_drop_records is not None:
-        runtime.dropped_spans = deque(maxlen=max_drop_records)
     sentry_sdk.init(dsn=ingest.dsn, default_integrations=False, auto_enabling_integrations=False)
     held = _HeldFirstExport(SentrySpanExporter(runtime=runtime))
     provider = TracerProvider()
@@ -596,62 +592,49 @@ def test_the_children_of_a_root_the_batch_queue_dropped_are_dropped_with_it(
         assert discarded(ingest, "span") == {"queue_overflow": 5}, ingest.dump()[-3000:]
 
 
+def _drop_a_request_then_more_roots(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch, more_roots: int
+) -> tuple[Span, list[Any]]:
+    """A request dropped behind its queries, the oldest drop record, then ``more_roots``
+    other roots dropped before the exporter learns of any: the request span and the
+    transactions delivered once everything is shut down."""
+    with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
+        request = _drop_a_request_behind_its_queries(tracer, held)
+        for index in range(more_roots):
+            tracer.start_span(f"later request {index}").end()
+        held.release.set()
+        return request, _delivered_after_shutdown(ingest, provider)
+
+
+def test_up_to_the_bound_on_drop_records_the_oldest_root_takes_its_queries_with_it(
+    ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_DROPPED_SPANS records in all (the process's own bound, 20,000): the oldest is
+    still there when the exporter learns of the drops, and its queries are lost with it."""
+    _, transactions = _drop_a_request_then_more_roots(
+        ingest, monkeypatch, MAX_DROPPED_SPANS - 1
+    )
+    assert [e.get("transaction") for e in transactions] == ["first request"]
+    assert discarded(ingest, "transaction") == {"queue_overflow": MAX_DROPPED_SPANS}
+    assert discarded(ingest, "span") == {"queue_overflow": MAX_DROPPED_SPANS + 4}
+
+
 def test_past_the_bound_on_drop_records_the_children_are_sent_on_their_own_not_lost(
     ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """More roots dropped between two exports than the exporter keeps records of (20,000 in
-    a process, one here): the oldest record is pushed out, so its root's queries wait for a
-    root that never comes and go at shutdown as transactions of their own, parent set. The
-    root itself is still counted lost; nothing vanishes."""
-    with _held_pipeline(ingest, monkeypatch, max_drop_records=1) as (tracer, provider, held):
-        tracer.start_span("first request").end()
-        assert held.entered.wait(10)
-        older, newer = tracer.start_span("older"), tracer.start_span("newer")
-        for name, request in (("older", older), ("newer", newer)):
-            for index in range(2):  # two queries each: the queue's four places
-                query = tracer.start_span(f"{name} query {index}", set_span_in_context(request))
-                query.end()
-        older.end()  # no room left: its record ...
-        newer.end()  # ... is pushed out by this one's
-        held.release.set()
-        transactions = _delivered_after_shutdown(ingest, provider)
-        names = sorted(str(e.get("transaction")) for e in transactions)
-        assert names == ["first request", "older query 0", "older query 1"], names
-        older_id = format(older.get_span_context().span_id, "016x")
-        follow_ups = [e for e in transactions if e.get("transaction") != "first request"]
-        assert {e["contexts"]["trace"]["parent_span_id"] for e in follow_ups} == {older_id}
-        assert discarded(ingest, "transaction") == {"queue_overflow": 2}
-        # the two roots, and the newer one's queries with it
-        assert discarded(ingest, "span") == {"queue_overflow": 4}, ingest.dump()[-3000:]
-
-
-@pytest.mark.parametrize(
-    "roots_dropped_after", [MAX_DROPPED_SPANS - 1, MAX_DROPPED_SPANS], ids=["at", "past"]
-)
-def test_the_bound_on_drop_records_is_the_documented_one(
-    roots_dropped_after: int, ingest: RecordingIngest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The process's own bound, on either side: with MAX_DROPPED_SPANS records in all, the
-    oldest dropped root still takes its queries with it; with one more, they go on their own
-    at shutdown. Either way every root dropped is counted."""
-    with _held_pipeline(ingest, monkeypatch) as (tracer, provider, held):
-        request = _drop_a_request_behind_its_queries(tracer, held)  # the first record
-        for index in range(roots_dropped_after):
-            tracer.start_span(f"later request {index}").end()
-        held.release.set()
-        transactions = _delivered_after_shutdown(ingest, provider)
-        names = sorted(str(e.get("transaction")) for e in transactions)
-        roots_dropped = roots_dropped_after + 1
-        if roots_dropped <= MAX_DROPPED_SPANS:
-            assert names == ["first request"], names[:10]
-            assert discarded(ingest, "span") == {"queue_overflow": roots_dropped + 4}
-        else:
-            assert names == ["first request", *(f"query {i}" for i in range(4))], names[:10]
-            request_id = format(request.get_span_context().span_id, "016x")
-            follow_ups = [e for e in transactions if e.get("transaction") != "first request"]
-            assert {e["contexts"]["trace"]["parent_span_id"] for e in follow_ups} == {request_id}
-            assert discarded(ingest, "span") == {"queue_overflow": roots_dropped}
-        assert discarded(ingest, "transaction") == {"queue_overflow": roots_dropped}
+    """One record more than the bound: the oldest is pushed out, so its root's queries wait
+    for a root that never comes and go at shutdown as transactions of their own, parent
+    set. The root itself is still counted lost; nothing vanishes."""
+    request, transactions = _drop_a_request_then_more_roots(
+        ingest, monkeypatch, MAX_DROPPED_SPANS
+    )
+    names = sorted(str(e.get("transaction")) for e in transactions)
+    assert names == ["first request", *(f"query {i}" for i in range(4))], names[:10]
+    request_id = format(request.get_span_context().span_id, "016x")
+    follow_ups = [e for e in transactions if e.get("transaction") != "first request"]
+    assert {e["contexts"]["trace"]["parent_span_id"] for e in follow_ups} == {request_id}
+    assert discarded(ingest, "transaction") == {"queue_overflow": MAX_DROPPED_SPANS + 1}
+    assert discarded(ingest, "span") == {"queue_overflow": MAX_DROPPED_SPANS + 1}
 
 
 def test_the_children_of_a_span_the_batch_queue_dropped_stay_with_their_transaction(
