@@ -294,6 +294,31 @@ def test_a_dropped_child_spans_descendants_follow_a_parent_already_sent(
     assert assembler.pending_count == 0
 
 
+def test_a_dropped_child_span_whose_children_keep_coming_is_remembered_the_longest(
+    tracer_and_spans,
+) -> None:
+    """Its own dropped children, remembered as adopted past it, must not push it out while
+    its other children are still on their way."""
+    tracer, exporter = tracer_and_spans
+    root = tracer.start_span("root")
+    batch = _child(tracer, "batch", root)
+    steps = [_child(tracer, f"step {index}", batch) for index in range(4)]
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60, sent_memory=3)
+    assembler.account_for_dropped([_dropped(batch, root)])
+    # three of its children find the queue full too: each is adopted by `root`, past it
+    assembler.account_for_dropped([_dropped(step, batch) for step in steps[:3]])
+    steps[3].end()  # got in; forgotten oldest first, `batch` would be gone, and it would wait
+    batch.end()
+    root.end()
+    finished = [span for span in exporter.get_finished_spans() if span.name in ("step 3", "root")]
+    [transaction] = assembler.add(finished, now=1.0)
+    assert transaction.root.name == "root"
+    assert _names(transaction.descendants) == ["step 3"]
+    assert assembler.pending_count == 0
+    for step in steps[:3]:
+        step.end()
+
+
 def test_adopted_descendants_are_dropped_with_a_dropped_root(tracer_and_spans) -> None:
     tracer, exporter = tracer_and_spans
     root = tracer.start_span("root")

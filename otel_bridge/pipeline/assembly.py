@@ -89,10 +89,10 @@ def _key(trace_id: int, span_id: int) -> SpanKey:
 
 def _remember(memory: OrderedDict[int, _V], span_id: int, value: _V, limit: int) -> None:
     """Keep ``span_id`` in a memory of at most ``limit`` ids, forgetting the least recently
-    used first. A parent found in one is moved to its end (``move_to_end``) by the caller:
-    a dropped root's own queries, remembered as they are dropped with it, would otherwise
-    push the root out while its next queries are still on their way (2026-11-24, at the
-    memory's full 20,000)."""
+    used first. An id found in one is moved to its end (``move_to_end``) where it is looked
+    up: a dropped span's own descendants, remembered as they are dropped with it (or
+    adopted past it), would otherwise push it out while its next children are still on
+    their way (2026-11-24, at the memory's full 20,000)."""
     memory[span_id] = value
     if len(memory) > limit:
         memory.popitem(last=False)
@@ -122,7 +122,7 @@ class TransactionAssembler:
         # descendant that comes later is dropped too; forgotten as `_sent` is.
         self._dropped: OrderedDict[int, None] = OrderedDict()
         # Span id of a dropped child span -> the span that adopted its descendants (its
-        # parent, or the nearest ancestor not dropped), forgotten oldest first.
+        # parent, or the nearest ancestor not dropped), forgotten as `_sent` is.
         self._adopted_by: OrderedDict[int, int] = OrderedDict()
         self.stats = AssemblyStats()
 
@@ -209,6 +209,7 @@ class TransactionAssembler:
         else the nearest ancestor that was not."""
         adopted_by = self._adopted_by
         while span_id in adopted_by:
+            adopted_by.move_to_end(span_id)  # see _remember
             span_id = adopted_by[span_id]
         return span_id
 
