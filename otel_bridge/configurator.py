@@ -12,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
+from opentelemetry.environment_variables import OTEL_PYTHON_ID_GENERATOR
 from opentelemetry.sdk._configuration import (
     _BaseConfigurator,
     _get_exporter_names,
     _import_exporters,
+    _import_id_generator,
     _init_logging,
     _init_metrics,
     _init_tracing,
@@ -28,6 +31,7 @@ from opentelemetry.sdk._configuration import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.semconv.resource import ResourceAttributes
 
 from otel_bridge.config import load_config
@@ -115,6 +119,7 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
 
     _init_tracing(
         exporters=span_exporters,
+        id_generator=id_generator_from_env(),
         sampler=build_sampler(config),
         resource=resource,
         span_processors=[LocalRootProcessors(root_processors), *span_processors],
@@ -137,6 +142,33 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         install_log_scrubbing(get_logger_provider(), Scrubber.from_config(config))
     _exit_cleanly_on_sigterm()
     return runtime
+
+
+def id_generator_from_env() -> IdGenerator | None:
+    """``OTEL_PYTHON_ID_GENERATOR`` as the SDK's own configurator reads it: the name of an
+    ``opentelemetry_id_generator`` entry point (``random``, the default; ``xray`` from
+    opentelemetry-sdk-extension-aws). None for the SDK's default.
+
+    A name that does not load would make the SDK's configurator fail, and with it every
+    instrumentation; here it is reported once and the spans get random ids."""
+    name = os.environ.get(OTEL_PYTHON_ID_GENERATOR, "").strip()
+    if not name:
+        return None
+    try:
+        generator: IdGenerator = _import_id_generator(name)
+    except Exception as exc:  # not installed, failing to import, or no IdGenerator
+        from otel_bridge.diagnostics import ID_GENERATOR_GROUP, entry_points_by_name
+
+        installed = ", ".join(sorted(entry_points_by_name(ID_GENERATOR_GROUP)))
+        _logger.error(
+            "otel-bridge: OTEL_PYTHON_ID_GENERATOR=%r ignored (%s; installed: %s); "
+            "using random ids",
+            name,
+            exc,
+            installed or "none",
+        )
+        return None
+    return generator
 
 
 def _exit_cleanly_on_sigterm() -> None:

@@ -19,6 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 from otel_bridge.config import SETTINGS_BY_ENV, ConfigProblem
 
 __all__ = [
+    "ID_GENERATOR_GROUP",
     "PROPAGATOR_GROUP",
     "TRACES_EXPORTER_GROUP",
     "describe_unknown_exporter",
@@ -33,6 +34,7 @@ __all__ = [
 
 TRACES_EXPORTER_GROUP = "opentelemetry_traces_exporter"
 PROPAGATOR_GROUP = "opentelemetry_propagator"
+ID_GENERATOR_GROUP = "opentelemetry_id_generator"
 
 _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 _OTLP_NAMES = ("otlp", "otlp_proto_grpc", "otlp_proto_http")

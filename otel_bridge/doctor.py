@@ -20,6 +20,7 @@ from typing import Any
 
 from otel_bridge.config import SETTINGS, BridgeConfig, load_config, masked
 from otel_bridge.diagnostics import (
+    ID_GENERATOR_GROUP,
     PROPAGATOR_GROUP,
     TRACES_EXPORTER_GROUP,
     describe_unknown_exporter,
@@ -48,6 +49,7 @@ _OTEL_VARIABLES = (
     "OTEL_PYTHON_DISTRO",
     "OTEL_PYTHON_CONFIGURATOR",
     "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+    "OTEL_PYTHON_ID_GENERATOR",
     "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -145,6 +147,16 @@ def _otel_section(environ: Mapping[str, str], effective: Mapping[str, str], why:
             section.add(name, mask_value(name, environ[name]), "env")
         elif name in effective:
             section.add(name, mask_value(name, effective[name]), "distro default")
+    generator = environ.get("OTEL_PYTHON_ID_GENERATOR", "").strip()
+    installed = entry_points_by_name(ID_GENERATOR_GROUP)
+    if generator and generator not in installed:
+        section.add(
+            "id generator", generator,
+            f"no installed id generator of that name (installed: "
+            f"{', '.join(sorted(installed)) or 'none'}); otel-bridge logs one line at start-up "
+            "and uses random ids (without otel-bridge the SDK would set up nothing)",
+            problem=True,
+        )
     section.add("note", why)
     return section
 

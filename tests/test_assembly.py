@@ -9,6 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_bridge.pipeline.assembly import DroppedSpan, TransactionAssembler, is_local_root
@@ -334,3 +335,57 @@ def test_adopted_descendants_are_dropped_with_a_dropped_root(tracer_and_spans) -
     assert assembler.pending_count == 0
     assert assembler.stats.take_dropped_with_root() == 2  # query, then late
     assert assembler.drain() == []
+
+
+class _OneSpanId(RandomIdGenerator):
+    """Hands out one span id for ever, as a test fixture's generator might: each child span
+    is then its own parent."""
+
+    SPAN_ID = 0x5EED
+
+    def generate_span_id(self) -> int:
+        return self.SPAN_ID
+
+
+@pytest.fixture
+def one_span_id_tracer() -> Iterator[tuple[trace.Tracer, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=_OneSpanId())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test"), exporter
+    provider.shutdown()
+
+
+@pytest.mark.timeout(10)
+def test_a_span_that_is_its_own_parent_is_drained_at_shutdown(one_span_id_tracer) -> None:
+    """Climbing to its highest pending ancestor must not go round for ever: that would hang
+    the application's exit."""
+    tracer, exporter = one_span_id_tracer
+    root = tracer.start_span("root-still-running")
+    tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assert assembler.add(exporter.get_finished_spans(), now=0.0) == []
+    drained = assembler.drain()
+    assert [t.root.name for t in drained] == ["child"]
+    assert drained[0].parent_span_id == _OneSpanId.SPAN_ID
+    assert assembler.pending_count == 0
+    root.end()
+
+
+@pytest.mark.timeout(10)
+def test_a_dropped_span_that_is_its_own_parent_adopts_nothing(one_span_id_tracer) -> None:
+    """Remembered as its own adopter, looking its adopter up would go round for ever on the
+    exporter's thread, holding the export lock."""
+    tracer, exporter = one_span_id_tracer
+    root = tracer.start_span("root")
+    dropped = _child(tracer, "dropped", root)
+    assembler = TransactionAssembler(max_pending=100, pending_ttl=60)
+    assert assembler.account_for_dropped([_dropped(dropped, root)]) == []
+    _child(tracer, "late", dropped).end()
+    root.end()
+    finished = [span for span in exporter.get_finished_spans() if span.name != "dropped"]
+    [transaction] = assembler.add(finished, now=1.0)
+    assert transaction.root.name == "root"
+    assert _names(transaction.descendants) == ["late"]
+    assert assembler.pending_count == 0
+    dropped.end()

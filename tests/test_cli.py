@@ -71,6 +71,7 @@ def test_invalid_dsn_is_flagged_without_printing_it() -> None:
         ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "requestz"}, "requestz"),
         ({"OTEL_PYTHON_DISTRO": "otel-bridge"}, "OTEL_PYTHON_DISTRO='otel-bridge'"),
         ({"OTEL_BRIDGE_SAMPLING_RULES": "/health=2"}, "outside [0, 1]"),
+        ({"OTEL_PYTHON_ID_GENERATOR": "xrayy"}, "no installed id generator"),
     ],
 )
 def test_problems_are_flagged(env: dict[str, str], expected: str) -> None:

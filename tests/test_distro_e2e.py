@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,6 +225,60 @@ def test_unknown_logs_or_metrics_exporter_leaves_traces_and_errors_working(
     lines = [line for line in shop.stderr_text().splitlines() if "otlpp" in line]
     assert len(lines) == 1, shop.stderr_text()
     assert f"unknown {label} exporter" in lines[0] and variable in lines[0]
+
+
+_PREFIXED_IDS_MODULE = """
+import random
+
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+
+class PrefixedIds(RandomIdGenerator):
+    def generate_trace_id(self) -> int:
+        return (0x0BADC0DE << 96) | random.getrandbits(96)
+"""
+
+
+def _id_generator_plugin(directory: Path) -> Path:
+    """An installed distribution with an `opentelemetry_id_generator` entry point, as
+    opentelemetry-sdk-extension-aws brings `xray`: found on PYTHONPATH by its metadata."""
+    (directory / "prefixed_ids.py").write_text(_PREFIXED_IDS_MODULE)
+    metadata = directory / "prefixed_ids-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: prefixed-ids\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text(
+        "[opentelemetry_id_generator]\nprefixed = prefixed_ids:PrefixedIds\n"
+    )
+    return directory
+
+
+def test_the_id_generator_named_in_the_environment_makes_the_ids(
+    ingest: RecordingIngest, shop_server: Any, tmp_path: Path
+) -> None:
+    plugin = _id_generator_plugin(tmp_path)
+    shop = shop_server(
+        {"SENTRY_DSN": ingest.dsn, "OTEL_PYTHON_ID_GENERATOR": "prefixed",
+         "PYTHONPATH": str(plugin)}
+    )
+    assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
+    [transaction] = _wait(ingest, _transactions_named(ORDER_ROUTE), shop)
+    trace_id = transaction["contexts"]["trace"]["trace_id"]
+    assert trace_id.startswith("0badc0de"), trace_id
+    assert all(span["trace_id"] == trace_id for span in transaction["spans"])
+
+
+def test_an_unknown_id_generator_is_reported_once_and_ids_stay_random(
+    ingest: RecordingIngest, shop_server: Any
+) -> None:
+    shop = shop_server({"SENTRY_DSN": ingest.dsn, "OTEL_PYTHON_ID_GENERATOR": "xrayy"})
+    assert requests.get(shop.url("/orders/1/"), timeout=10).status_code == 200
+    assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
+    [transaction] = _wait(ingest, _transactions_named(ORDER_ROUTE), shop)
+    assert int(transaction["contexts"]["trace"]["trace_id"], 16) != 0
+    ingest.wait_for(lambda i: i.events("event"), timeout=20)
+    lines = [line for line in shop.stderr_text().splitlines() if "xrayy" in line]
+    assert len(lines) == 1, shop.stderr_text()
+    assert "OTEL_PYTHON_ID_GENERATOR" in lines[0] and "installed: random" in lines[0]
 
 
 def test_bad_dsn_is_reported_once_and_the_app_keeps_serving(shop_server: Any) -> None:

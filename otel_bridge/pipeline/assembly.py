@@ -177,6 +177,10 @@ class TransactionAssembler:
                 self.stats.dropped_with_root += self._discard_subtree(key)
                 continue
             adopter = self._adopter(parent_id)
+            if adopter == span_id:
+                # Its own ancestor: only an id generator that repeats itself makes one. As
+                # its own adopter, looking it up would never end.
+                continue
             if adopter in self._dropped:
                 self._dropped.move_to_end(adopter)  # see _remember
                 self.stats.dropped_with_root += self._discard_subtree(key)
@@ -245,13 +249,16 @@ class TransactionAssembler:
         transaction (parent set), rather than lose it."""
         ready: list[AssembledTransaction] = []
         while self._pending:
-            key = next(iter(self._pending))
-            top = key
-            # Climb to the highest pending ancestor so each subtree is delivered once.
+            top = next(iter(self._pending))
+            climbed = {top}
+            # Climb to the highest pending ancestor so each subtree is delivered once. Only
+            # an id generator that repeats itself makes a span its own ancestor; the climb
+            # stops there rather than go round for ever, and the application's exit with it.
             while True:
                 parent_key = _key(top[0], self._parent_id(self._pending[top].span))
-                if parent_key not in self._pending:
+                if parent_key not in self._pending or parent_key in climbed:
                     break
+                climbed.add(parent_key)
                 top = parent_key
             top_span = self._pending.pop(top).span
             ready.append(
