@@ -167,7 +167,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "traces_sample_rate", "SENTRY_TRACES_SAMPLE_RATE", "float in [0, 1]", None,
         "Head sampling rate for traces this service starts. Upstream decisions are honoured. "
-        "When unset, `OTEL_TRACES_SAMPLER_ARG` is used, else 1.0.",
+        "When unset: 1 or 0 for `OTEL_TRACES_SAMPLER=always_on` or `always_off` (and their "
+        "`parentbased_` forms), else `OTEL_TRACES_SAMPLER_ARG`, else 1.0.",
         _parse_rate, default_doc="1.0",
     ),
     Setting(
@@ -337,6 +338,57 @@ class ConfigProblem:
         return f"{self.env}={shown} ignored: {self.message}"
 
 
+# OTel's sampler names (OTEL_TRACES_SAMPLER) that otel-bridge's sampler stands in for, and
+# the rate each sets; None: the rate is OTEL_TRACES_SAMPLER_ARG's. That sampler is always
+# parent-based: Sentry keeps or drops a trace whole, so an upstream decision is honoured.
+OTEL_SAMPLER_RATES: dict[str, float | None] = {
+    "parentbased_always_on": 1.0,
+    "always_on": 1.0,
+    "parentbased_always_off": 0.0,
+    "always_off": 0.0,
+    "parentbased_traceidratio": None,
+    "traceidratio": None,
+    "otel_bridge": None,
+}
+
+
+def otel_sampler_name(environ: Mapping[str, str]) -> str:
+    """OTEL_TRACES_SAMPLER, lower-cased as the OTel SDK reads it; empty when unset."""
+    return environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+
+
+def otel_sampler_notice(
+    environ: Mapping[str, str], traces_sample_rate: float | None = None
+) -> tuple[str, bool] | None:
+    """What to say about OTEL_TRACES_SAMPLER, when otel-bridge reads it otherwise than the OTel
+    SDK would, and whether it is a problem (a name that sets nothing)."""
+    raw = environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    name = raw.lower()
+    if not name or name == "otel_bridge":
+        return None
+    if name not in OTEL_SAMPLER_RATES:
+        known = ", ".join(sorted(OTEL_SAMPLER_RATES))
+        return (
+            f"OTEL_TRACES_SAMPLER={raw!r} ignored: otel-bridge's sampler is used (Sentry's "
+            f"sampling rules); it stands in for {known}",
+            True,
+        )
+    if OTEL_SAMPLER_RATES[name] is not None and traces_sample_rate is not None:
+        return (
+            f"OTEL_TRACES_SAMPLER={raw!r} overridden by SENTRY_TRACES_SAMPLE_RATE="
+            f"{traces_sample_rate:g}",
+            False,
+        )
+    if not name.startswith("parentbased_"):
+        return (
+            f"OTEL_TRACES_SAMPLER={raw!r} read as 'parentbased_{name}': otel-bridge's sampler "
+            "honours the decision of the service that started a trace, so it is kept or "
+            "dropped whole",
+            False,
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class BridgeConfig:
     dsn: str | None = None
@@ -369,10 +421,15 @@ class BridgeConfig:
     problems: tuple[ConfigProblem, ...] = field(default=(), compare=False)
 
     def effective_sample_rate(self, environ: Mapping[str, str] | None = None) -> float:
-        """SENTRY_TRACES_SAMPLE_RATE, else a ratio in OTEL_TRACES_SAMPLER_ARG, else 1.0."""
+        """SENTRY_TRACES_SAMPLE_RATE, else the rate an OTEL_TRACES_SAMPLER name sets
+        (``always_on``: 1, ``always_off``: 0), else a ratio in OTEL_TRACES_SAMPLER_ARG, else
+        1.0."""
         if self.traces_sample_rate is not None:
             return self.traces_sample_rate
         env = os.environ if environ is None else environ
+        fixed = OTEL_SAMPLER_RATES.get(otel_sampler_name(env))
+        if fixed is not None:
+            return fixed
         raw = env.get("OTEL_TRACES_SAMPLER_ARG", "")
         try:
             rate = _parse_rate(raw)

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.semconv.resource import ResourceAttributes
 
-from otel_bridge.config import load_config
+from otel_bridge.config import load_config, otel_sampler_notice
 from otel_bridge.diagnostics import keep_own_warnings_visible, report_config_problems
 from otel_bridge.distro import sdk_disabled
 from otel_bridge.runtime import Runtime, set_runtime
@@ -67,6 +67,9 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     keep_own_warnings_visible(_logger)
     config = load_config()
     report_config_problems(config.problems, _logger)
+    sampler_notice = otel_sampler_notice(os.environ, config.traces_sample_rate)
+    if sampler_notice is not None:
+        _logger.warning("otel-bridge: %s", sampler_notice[0])
     runtime = Runtime(config)
     set_runtime(runtime)
 

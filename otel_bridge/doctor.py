@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from otel_bridge.config import SETTINGS, BridgeConfig, load_config, masked
+from otel_bridge.config import (
+    OTEL_SAMPLER_RATES,
+    SETTINGS,
+    BridgeConfig,
+    load_config,
+    masked,
+    otel_sampler_name,
+    otel_sampler_notice,
+)
 from otel_bridge.diagnostics import (
     ID_GENERATOR_GROUP,
     PROPAGATOR_GROUP,
@@ -392,8 +400,14 @@ def _sentry_section(config: BridgeConfig, effective: Mapping[str, str]) -> Secti
         section.add("DSN", "invalid", "nothing is sent to Sentry", problem=True)
     else:
         section.add("DSN", "unset", "nothing is sent to Sentry; OTel exporters still work")
+    sampler_notice = otel_sampler_notice(effective, config.traces_sample_rate)
+    if sampler_notice is not None:
+        section.add("OTEL_TRACES_SAMPLER", effective["OTEL_TRACES_SAMPLER"].strip(),
+                    sampler_notice[0], problem=sampler_notice[1])
     if config.traces_sample_rate is not None:
         source = "SENTRY_TRACES_SAMPLE_RATE"
+    elif OTEL_SAMPLER_RATES.get(otel_sampler_name(effective)) is not None:
+        source = "OTEL_TRACES_SAMPLER"
     elif effective.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
         source = "OTEL_TRACES_SAMPLER_ARG"
         problem = _rate_problem(effective["OTEL_TRACES_SAMPLER_ARG"])

@@ -72,6 +72,7 @@ def test_invalid_dsn_is_flagged_without_printing_it() -> None:
         ({"OTEL_PYTHON_DISTRO": "otel-bridge"}, "OTEL_PYTHON_DISTRO='otel-bridge'"),
         ({"OTEL_BRIDGE_SAMPLING_RULES": "/health=2"}, "outside [0, 1]"),
         ({"OTEL_PYTHON_ID_GENERATOR": "xrayy"}, "no installed id generator"),
+        ({"OTEL_TRACES_SAMPLER": "xray"}, "OTEL_TRACES_SAMPLER='xray' ignored"),
     ],
 )
 def test_problems_are_flagged(env: dict[str, str], expected: str) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otel_bridge.config import SETTINGS, load_config, markdown_table, masked
+import pytest
+
+from otel_bridge.config import (
+    SETTINGS,
+    load_config,
+    markdown_table,
+    masked,
+    otel_sampler_notice,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -82,6 +90,53 @@ def test_sampler_arg_is_the_fallback_rate() -> None:
     assert config.effective_sample_rate({"OTEL_TRACES_SAMPLER_ARG": "nonsense"}) == 1.0
     explicit = load_config({"SENTRY_TRACES_SAMPLE_RATE": "0"})
     assert explicit.effective_sample_rate({"OTEL_TRACES_SAMPLER_ARG": "0.1"}) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected"),
+    [
+        ("always_on", 1.0),
+        ("ALWAYS_OFF", 0.0),
+        ("parentbased_always_off", 0.0),
+        ("parentbased_always_on", 1.0),
+        ("traceidratio", 0.25),
+        ("parentbased_traceidratio", 0.25),
+        ("otel_bridge", 0.25),
+        ("xray", 0.25),  # names no rate: the argument still does
+    ],
+)
+def test_otel_sampler_names_set_the_rate(sampler: str, expected: float) -> None:
+    env = {"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": "0.25"}
+    assert load_config(env).effective_sample_rate(env) == expected
+
+
+def test_sentry_rate_wins_over_an_otel_sampler_name_and_says_so() -> None:
+    env = {"OTEL_TRACES_SAMPLER": "always_off", "SENTRY_TRACES_SAMPLE_RATE": "0.5"}
+    config = load_config(env)
+    assert config.effective_sample_rate(env) == 0.5
+    notice = otel_sampler_notice(env, config.traces_sample_rate)
+    assert notice is not None and "overridden by SENTRY_TRACES_SAMPLE_RATE=0.5" in notice[0]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected", "problem"),
+    [
+        ("", None, False),
+        ("otel_bridge", None, False),
+        ("parentbased_always_off", None, False),
+        ("always_off", "read as 'parentbased_always_off'", False),
+        ("TraceIdRatio", "read as 'parentbased_traceidratio'", False),
+        ("xray", "'xray' ignored", True),
+    ],
+)
+def test_otel_sampler_names_read_otherwise_than_otel_are_explained(
+    sampler: str, expected: str | None, problem: bool
+) -> None:
+    notice = otel_sampler_notice({"OTEL_TRACES_SAMPLER": sampler})
+    if expected is None:
+        assert notice is None
+    else:
+        assert notice is not None and expected in notice[0] and notice[1] is problem
 
 
 def test_secrets_are_masked() -> None:

@@ -281,6 +281,27 @@ def test_an_unknown_id_generator_is_reported_once_and_ids_stay_random(
     assert "OTEL_PYTHON_ID_GENERATOR" in lines[0] and "installed: random" in lines[0]
 
 
+def test_otel_always_off_sends_no_transactions_of_its_own_but_honours_upstream(
+    ingest: RecordingIngest, shop_server: Any
+) -> None:
+    shop = shop_server({"SENTRY_DSN": ingest.dsn, "OTEL_TRACES_SAMPLER": "always_off"})
+    for index in range(3):
+        assert requests.get(shop.url(f"/orders/{index + 1}/"), timeout=10).status_code == 200
+    upstream = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    assert requests.get(
+        shop.url("/orders/4/"), headers={"traceparent": upstream}, timeout=10
+    ).status_code == 200
+    assert requests.get(shop.url("/boom/"), timeout=10).status_code == 500
+    shop.stop()  # everything pending is flushed at exit
+    # The trace started upstream and sampled there is sent whole; none of this service's own.
+    [transaction] = _transactions_named(ORDER_ROUTE)(ingest)
+    assert transaction["contexts"]["trace"]["trace_id"] == upstream.split("-")[1]
+    assert len(ingest.events("event")) == 1  # errors are not sampled away
+    lines = [line for line in shop.stderr_text().splitlines() if "OTEL_TRACES_SAMPLER" in line]
+    assert len(lines) == 1, shop.stderr_text()
+    assert "read as 'parentbased_always_off'" in lines[0]
+
+
 def test_bad_dsn_is_reported_once_and_the_app_keeps_serving(shop_server: Any) -> None:
     shop = shop_server({"SENTRY_DSN": "https://nokey-and-no-project"})
     for _ in range(3):
