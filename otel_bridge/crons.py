@@ -171,10 +171,9 @@ class _Run:
         assert span is not None
         duration = time.monotonic() - self._started
         ok = _is_success(exc)
-        if not ok and exc is not None:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         try:
+            if not ok and exc is not None:
+                _record_failure(span, exc)
             owner = self._owner
             if owner.slug and _sentry_active():
                 # Sent while the span is still current and open, so it carries its trace.
@@ -186,6 +185,20 @@ class _Run:
         finally:
             span.end()
             otel_context.detach(cast(Any, self._token))
+
+
+def _record_failure(span: Span, exc: BaseException) -> None:
+    # The job's exception is the caller's to see: one whose str() fails must not replace it,
+    # nor keep the error check-in, the span's end and the context's reset from happening.
+    try:
+        description = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        description = type(exc).__name__
+    try:
+        span.record_exception(exc)
+    except Exception:
+        _logger.debug("otel-bridge: could not record the job's exception", exc_info=True)
+    span.set_status(Status(StatusCode.ERROR, description))
 
 
 class Monitor:

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from otel_bridge.runtime import Runtime
 
 _MAX_TRACES = 4096
+# Traces with a root still open moved to the back per trace remembered (see _insert).
+_MAX_REQUEUED = 8
 
 
 def format_rand(value: float) -> str:
@@ -263,9 +265,10 @@ class LocalRootTracker(SpanProcessor):
     """Per-trace sampling facts and the frozen DSC; marks local roots for the exporter.
 
     Work on the request thread is a few dict operations under one lock. State is bounded:
-    the least recently used traces are forgotten first. An entry outlives its root on
-    purpose, so children that end later still inject the DSC the transaction was sent with;
-    a forgotten trace gets a DSC derived again from its trace id (same ``sample_rand``).
+    the oldest traces are forgotten first, those with a local root still open last (see
+    ``_insert``). An entry outlives its root on purpose, so children that end later still
+    inject the DSC the transaction was sent with; a forgotten trace gets a DSC derived again
+    from its trace id.
     """
 
     def __init__(
@@ -329,7 +332,19 @@ class LocalRootTracker(SpanProcessor):
 
     def _insert(self, trace_id: int, entry: _TraceEntry | _Remembered) -> None:
         self._traces[trace_id] = entry
+        # A trace whose local root is still open (a slow request among thousands of quick
+        # ones) goes to the back rather than be forgotten: derived again, its DSC would not
+        # be the one its transaction is sent with. At most a few per insert, so the work
+        # stays bounded, and one trace is still forgotten: roots that never end cannot pin
+        # more than the bound.
+        requeued = 0
         while len(self._traces) > self._max_traces:
+            oldest_id = next(iter(self._traces))
+            oldest = self._traces[oldest_id]
+            if isinstance(oldest, _TraceEntry) and oldest.roots and requeued < _MAX_REQUEUED:
+                self._traces.move_to_end(oldest_id)
+                requeued += 1
+                continue
             self._traces.popitem(last=False)
 
     def _open_entry(self, trace_id: int) -> _TraceEntry | None:

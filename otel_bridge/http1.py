@@ -130,7 +130,7 @@ def _read_status(reader: LineReader) -> tuple[str, int]:
         # The server closed a kept-alive connection before answering: the caller may retry.
         raise http.client.RemoteDisconnected("Remote end closed connection without response")
     parts = line.decode("latin-1").split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_ascii_number(parts[1]):
         raise http.client.BadStatusLine(line.decode("latin-1", "replace").strip())
     status = int(parts[1])
     if not 100 <= status <= 999:
@@ -138,16 +138,30 @@ def _read_status(reader: LineReader) -> tuple[str, int]:
     return parts[0], status
 
 
+def _is_ascii_number(text: str) -> bool:
+    # str.isdigit() also takes "²" and other digits int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _read_fields(reader: LineReader) -> dict[str, str]:
     fields: dict[str, str] = {}
+    last_key: str | None = None
     for _ in range(_MAX_HEADERS + 1):
         line = _readline(reader)
         if line in (b"\r\n", b"\n", b""):
             return fields
-        name, colon, value = line.decode("latin-1").partition(":")
+        text = line.decode("latin-1")
+        if text[:1] in (" ", "\t"):
+            # A folded line (obs-fold) continues the field before it: RFC 9112 (5.2) has a
+            # client join it with a space, not read it as a field of its own.
+            if last_key is not None:
+                fields[last_key] = f"{fields[last_key]} {text.strip()}".rstrip()
+            continue
+        name, colon, value = text.partition(":")
         if not colon:
+            last_key = None
             continue  # not a header (http.client keeps such lines as defects): skip it
-        key = name.strip().lower()
+        key = last_key = name.strip().lower()
         value = value.strip()
         fields[key] = f"{fields[key]}, {value}" if key in fields else value
     raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
@@ -161,7 +175,7 @@ def _content_length(value: str | None) -> int | None:
     if len(lengths) != 1:
         raise http.client.HTTPException(f"conflicting Content-Length: {value}")
     text = lengths.pop()
-    if not text.isdigit():
+    if not _is_ascii_number(text):
         raise http.client.HTTPException(f"invalid Content-Length: {value}")
     return int(text)
 

@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import select
 import socket
 import ssl
 import struct
@@ -65,6 +66,8 @@ _ONE_CALL_GZIP = sys.version_info >= (3, 11)
 _STALE_CONNECTION_ERRORS = (
     http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError
 )
+# A write cut short by these may still have answers waiting to be read (see _exchange).
+_CUT_WRITE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 # The `_experiments` key of the most envelopes in flight on the connection; 1 never pipelines.
 PIPELINE_DEPTH_OPTION = "otel_bridge_pipeline_depth"
 DEFAULT_PIPELINE_DEPTH = 32
@@ -218,18 +221,34 @@ class KeptAliveConnection:
     def _exchange(self, requests: Sequence[bytes], path: str, responses: list[Response]) -> None:
         """Send the next window of ``requests`` in one write and read its responses into
         ``responses``; stop early where the server closes the connection."""
+        if self._socket is not None and _closed_or_spoken(self._socket):
+            self.close()
         if self._socket is None or self._reader is None:
             self._socket, self._reader = self._connect()
         window = requests[: self.window()]
         probing = self._pipelining == _Pipelining.UNPROVEN
         try:
-            if probing:
-                window = window[:1]
-                self._socket.sendall(window[0] + self._probe(path))
-            else:
-                self._socket.sendall(window[0] if len(window) == 1 else b"".join(window))
+            cut_write: OSError | None = None
+            try:
+                if probing:
+                    window = window[:1]
+                    self._socket.sendall(window[0] + self._probe(path))
+                else:
+                    self._socket.sendall(window[0] if len(window) == 1 else b"".join(window))
+            except _CUT_WRITE_ERRORS as error:
+                # The server may have answered the first requests of the window and closed
+                # the connection while the rest was still being written (a limit of
+                # requests per connection, as nginx's keepalive_requests): its answers wait
+                # in the receive buffer. They are read, so that only what they do not cover
+                # goes again (post_many), rather than the whole window twice.
+                cut_write = error
             for _ in window:
-                response = read_response(self._reader)
+                try:
+                    response = read_response(self._reader)
+                except (OSError, http.client.HTTPException):
+                    if cut_write is None:
+                        raise
+                    raise cut_write from None
                 responses.append(response)
                 if response.will_close:
                     # The server processes nothing after a response that closes (RFC 9112,
@@ -238,6 +257,8 @@ class KeptAliveConnection:
                         self._pipelining_unsupported("closes the connection after a request")
                     self.close()
                     return
+            if cut_write is not None:  # all answered, but the connection is broken
+                raise cut_write
             if probing:
                 self._settle_probe()
         except BaseException:
@@ -286,6 +307,18 @@ class KeptAliveConnection:
         open."""
         self._lock = threading.Lock()
         self.close()
+
+
+def _closed_or_spoken(sock: socket.socket) -> bool:
+    """Whether a kept-alive connection became readable between exchanges: the server closed
+    it, or wrote to it unasked (some send a 408 before closing an idle connection). Either
+    would be read as the answer to the next request, which would then be lost or counted as
+    refused; urllib3 checks the same before it reuses a connection."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed under us
+        return True
+    return bool(readable)
 
 
 @contextlib.contextmanager
@@ -395,9 +428,15 @@ class BridgeTransport(HttpTransport):
         and ``_send_request`` do for one envelope (rate limits, client reports, headers,
         response handling), with the requests written together."""
         connection = self._connection
-        if connection is None or len(envelopes) == 1:
-            for envelope in envelopes:
-                self._send_envelope(envelope)
+        if connection is None or len(envelopes) == 1 or connection.window() == 1:
+            # One at a time, each checked against the rate limits the one before it set.
+            self._send_one_by_one(envelopes)
+            return
+        if connection.pipelining == _Pipelining.UNPROVEN:
+            # The first exchange carries one envelope and the probe. Its answer may set rate
+            # limits (a 429), which the others must meet before they go: so they wait for it.
+            self._send_one_by_one(envelopes[:1], rest=envelopes[1:])
+            self._send_envelopes(envelopes[1:])
             return
         prepared: list[tuple[Envelope, bytes, dict[str, str]]] = []
         for envelope in envelopes:
@@ -418,6 +457,20 @@ class BridgeTransport(HttpTransport):
                 self._handle_request_error(envelope=sent, loss_reason="network")
                 self._recount_client_reports(sent)
             raise exchange.error
+
+    def _send_one_by_one(
+        self, envelopes: Sequence[Envelope], rest: Sequence[Envelope] = ()
+    ) -> None:
+        """sentry-sdk's ``_send_envelope`` for each; when one fails, those after it, and
+        ``rest``, are counted lost as the whole job's rest would be (see capture_envelopes)."""
+        for index, envelope in enumerate(envelopes):
+            try:
+                self._send_envelope(envelope)
+            except Exception:
+                for lost in [*envelopes[index + 1 :], *rest]:  # the ingest could not be reached
+                    for item in lost.items:
+                        self.record_lost_event("network_error", item=item)
+                raise
 
     def _send_request(self, *args: Any, **kwargs: Any) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -493,7 +546,8 @@ class BridgeTransport(HttpTransport):
         return False
 
     def _window(self) -> int:
-        # Rate limits are checked as each window is prepared: a 429 stops the next window.
+        # Rate limits are checked as each window is prepared: a 429 stops the next window
+        # (and the probe's envelope is answered before the rest of its window is prepared).
         return 1 if self._connection is None else self._connection.window()
 
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:

@@ -46,9 +46,11 @@ def rig(
     release: str | None = "shop@1.0",
     environment: str | None = "test",
     record_unsampled_clients: bool = False,
+    max_traces: int = 4096,
 ) -> Iterator[Rig]:
     tracker = LocalRootTracker(
-        public_key=public_key, release=release, environment=environment, sample_rate=rate
+        public_key=public_key, release=release, environment=environment, sample_rate=rate,
+        max_traces=max_traces,
     )
     previous = active_tracker()
     set_active_tracker(tracker)

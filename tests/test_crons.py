@@ -72,6 +72,10 @@ def hex_trace(span: ReadableSpan) -> str:
         ("*/5 * * * *", {"type": "crontab", "value": "*/5 * * * *"}),
         ("  0 3 * * 1-5 ", {"type": "crontab", "value": "0 3 * * 1-5"}),
         ("@daily", {"type": "crontab", "value": "0 0 * * *"}),
+        ("0,30 8-18/2 L,15W JAN-MAR mon#2,5L", {
+            "type": "crontab", "value": "0,30 8-18/2 L,15W JAN-MAR mon#2,5L",
+        }),
+        ("0 0 ? * 7", {"type": "crontab", "value": "0 0 ? * 7"}),
         ("5m", {"type": "interval", "value": 5, "unit": "minute"}),
         ("2 hours", {"type": "interval", "value": 2, "unit": "hour"}),
         ((10, "minutes"), {"type": "interval", "value": 10, "unit": "minute"}),
@@ -90,6 +94,18 @@ def test_parse_schedule(schedule: Any, expected: dict[str, Any]) -> None:
         ((0, "minute"), "positive"),
         ((5, "fortnight"), "unknown interval unit"),
         ("every day", "5-field crontab"),
+        # what Sentry's crontab reader refuses: the monitor would never be created
+        ("61 * * * *", "minute '61': 61 is outside 0-59"),
+        ("*/0 * * * *", "step '0'"),
+        ("0 24 * * *", "hour '24'"),
+        ("0 0 0 * *", "day of month '0'"),
+        ("0 0 * 13 *", "month '13'"),
+        ("0 0 * * 8", "day of week '8'"),
+        ("foo bar baz qux quux", "'foo' is not a number"),
+        ("0 0 * JUNE *", "'JUNE' is not a number or a name"),
+        ("5-1 * * * *", "runs backwards"),
+        ("1,,2 * * * *", "empty list item"),
+        ("0 0 * * MON#6", "week of the month"),
     ],
 )
 def test_parse_schedule_rejects(schedule: Any, message: str) -> None:
@@ -115,6 +131,23 @@ def test_monitor_config_options_need_a_schedule() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timezone": "Not/AZone"}, "tz database name"),
+        ({"max_runtime": 0}, "max_runtime must be 1-40320"),
+        ({"checkin_margin": 50_000}, "checkin_margin must be 1-40320"),
+        ({"failure_issue_threshold": 0}, "1-720"),
+        ({"recovery_threshold": 1_000}, "1-720"),
+    ],
+)
+def test_monitor_config_options_sentry_would_refuse_are_refused(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_monitor_config("0 * * * *", **options)
+
+
 def test_parse_cron_monitors() -> None:
     assert parse_cron_monitors("shop_report=*/5 * * * *; cleanup = 1h ;") == {
         "shop_report": "*/5 * * * *",
@@ -122,6 +155,8 @@ def test_parse_cron_monitors() -> None:
     }
     with pytest.raises(ValueError, match="cleanup"):
         parse_cron_monitors("cleanup=every day")
+    with pytest.raises(ValueError, match=r"shop_report: .*61 is outside 0-59"):
+        parse_cron_monitors("shop_report=61 * * * *")
     with pytest.raises(ValueError, match="name=schedule"):
         parse_cron_monitors("shop_report")
 
@@ -190,6 +225,32 @@ def test_context_manager_error_sends_error_and_reraises(
     [event] = span.events
     assert event.name == "exception"
     assert (event.attributes or {})["exception.type"] == "KeyError"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise TypeError("no text for this one")
+
+
+def test_an_exception_that_cannot_be_printed_still_ends_the_run(
+    sentry: RecordingIngest, spans: Any
+) -> None:
+    """The job's own exception reaches the caller, the error check-in goes out, the span
+    ends and the context is restored, whatever its str() does."""
+    provider, exporter = spans
+
+    @monitor("odd-job", schedule="1h", tracer_provider=provider)
+    def job() -> None:
+        raise _Unprintable()
+
+    with pytest.raises(_Unprintable):
+        job()
+    started, finished = check_ins(sentry, 2)
+    assert [started["status"], finished["status"]] == ["in_progress", "error"]
+    span = only_span(exporter)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description == "_Unprintable"
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_async_decorator(sentry: RecordingIngest, spans: Any) -> None:

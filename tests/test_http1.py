@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -40,6 +42,14 @@ def test_repeated_headers_are_joined_as_one_list() -> None:
     status, headers, data, _ = _read(raw)
     assert status == 429 and data == b""
     assert headers["x-sentry-rate-limits"] == "60:transaction:key, 10:error:key"
+
+
+def test_a_folded_header_line_continues_the_field_before_it() -> None:
+    raw = (b"HTTP/1.1 429 Too Many Requests\r\nX-Sentry-Rate-Limits: 60:transaction:key,\r\n"
+           b" 60:error:key\r\nRetry-After: 60\r\nContent-Length: 0\r\n\r\n")
+    headers = _read(raw)[1]
+    assert headers["x-sentry-rate-limits"] == "60:transaction:key, 60:error:key"
+    assert set(headers) == {"x-sentry-rate-limits", "retry-after", "content-length"}
 
 
 def test_chunked_body_with_extensions_and_trailers() -> None:
@@ -90,6 +100,8 @@ _CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nab", http.client.HTTPException),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", http.client.HTTPException),
+        (b"HTTP/1.1 2\xb2 OK\r\n\r\n", http.client.BadStatusLine),
         (_CHUNKED + b"-1\r\n", http.client.HTTPException),
         (_CHUNKED + b"ff\r\nab", http.client.IncompleteRead),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n", http.client.LineTooLong),
@@ -249,3 +261,137 @@ def test_an_ingest_that_stops_answering_times_out_without_a_second_attempt(
         connection.post("/", b"second", {})
     assert server.connections == 1
     assert [r.split(b"\r\n\r\n", 1)[1] for r in server.requests] == [b"first", b"second"]
+
+
+class _HandlerServer:
+    """A server on 127.0.0.1 running ``handle(server, connection)`` for each connection it
+    accepts, in a thread of its own; ``bodies`` records the request bodies it processed."""
+
+    def __init__(self, handle: Callable[[_HandlerServer, socket.socket], None]) -> None:
+        self.bodies: list[bytes] = []
+        self._handle = handle
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            self._handle(self, conn)
+
+    def stop(self) -> None:
+        self._listener.close()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+            pass
+        self._accepting.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _read_request(conn: socket.socket, buffered: bytes) -> tuple[bytes | None, bytes, bytes]:
+    """(method line, body) of the next request and the bytes after it; None at the end."""
+    while b"\r\n\r\n" not in buffered:
+        data = conn.recv(65536)
+        if not data:
+            return None, b"", b""
+        buffered += data
+    head, _, rest = buffered.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        data = conn.recv(65536)
+        if not data:
+            return None, b"", b""
+        rest += data
+    return head.split(b"\r\n", 1)[0], rest[:length], rest[length:]
+
+
+def test_answers_sent_before_a_connection_reset_mid_window_are_kept() -> None:
+    """A server that takes three requests per connection (as nginx's keepalive_requests)
+    closes while a large pipelined window is still being written: the write fails, but the
+    answers it sent first are read, and only the rest go again. Nothing is lost; an answer
+    the reset sometimes takes with it (Linux may drop what was not yet read) has its request
+    sent again, never the whole window."""
+
+    def three_per_connection(server: _HandlerServer, conn: socket.socket) -> None:
+        buffered = b""
+        for count in range(1, 4):
+            method, body, buffered = _read_request(conn, buffered)
+            if method is None:
+                return
+            if method.startswith(b"POST"):
+                server.bodies.append(body[:6])
+            closing = b"Connection: close\r\n" if count == 3 else b""
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + closing + b"\r\n{}")
+        # Closed with the rest of the window unread: the kernel answers it with a reset.
+
+    server = _HandlerServer(three_per_connection)
+    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0, pipeline_depth=16)
+    try:
+        assert connection.post("/e/", b"env-00", {}).status == 200  # and the probe
+        assert connection.pipelining == "proven"
+        bodies: list[tuple[bytes, dict[str, str]]] = [
+            (f"env-{n:02d}".encode() + b"x" * 500_000, {}) for n in range(1, 17)
+        ]
+        exchange = connection.post_many("/e/", bodies)
+        assert exchange.error is None
+        assert [response.status for response in exchange.responses] == [200] * 16
+    finally:
+        connection.close()
+        server.stop()
+    expected = [f"env-{n:02d}".encode() for n in range(17)]
+    assert sorted(set(server.bodies)) == expected
+    resent = len(server.bodies) - len(expected)
+    assert resent <= 16 // 3, server.bodies  # at most one per connection the server reset
+
+
+def test_a_kept_alive_connection_the_server_spoke_on_unasked_is_not_reused() -> None:
+    """Some servers send a 408 on an idle kept-alive connection before closing it: read as
+    the next envelope's answer, it would have that envelope dropped as refused."""
+
+    def times_out_when_idle(server: _HandlerServer, conn: socket.socket) -> None:
+        buffered = b""
+        conn.settimeout(0.2)
+        while True:
+            try:
+                method, body, buffered = _read_request(conn, buffered)
+            except TimeoutError:
+                conn.sendall(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+                return
+            if method is None:
+                return
+            server.bodies.append(body)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    server = _HandlerServer(times_out_when_idle)
+    connection = KeptAliveConnection("http", "127.0.0.1", server.port, 5.0)
+    try:
+        assert connection.post("/e/", b"first", {}).status == 200
+        deadline = time.monotonic() + 5
+        while not _readable(connection) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the server has spoken its 408
+        assert connection.post("/e/", b"second", {}).status == 200
+    finally:
+        connection.close()
+        server.stop()
+    assert server.bodies == [b"first", b"second"]
+
+
+def _readable(connection: KeptAliveConnection) -> bool:
+    sock = connection._socket
+    return sock is not None and bool(select.select([sock], [], [], 0)[0])

@@ -85,6 +85,23 @@ def test_sanitize_removes_only_unknown_names() -> None:
     assert sanitize_otel_propagators(untouched, known) == [] and len(untouched) == 1
 
 
+@pytest.mark.parametrize(
+    ("raw", "left"),
+    [
+        ("tracecontext,baggage,", "tracecontext,baggage"),  # a trailing comma
+        ("tracecontext,,otel_bridge", "tracecontext,otel_bridge"),
+        (" , ", None),  # nothing left: the default propagators
+        ("bogus,none", "none"),  # the API would look `bogus` up before reaching `none`
+        ("tracecontext, NONE", "none"),
+        ("none", "none"),
+    ],
+)
+def test_sanitize_leaves_nothing_the_api_would_fail_on(raw: str, left: str | None) -> None:
+    env = {"OTEL_PROPAGATORS": raw}
+    sanitize_otel_propagators(env, {"tracecontext", "baggage", "otel_bridge"})
+    assert env.get("OTEL_PROPAGATORS") == left
+
+
 _LAUNCH_WITHOUT_SITE = """
 import sys
 # -S: no site module, so no .pth file runs; the packages are still importable.
@@ -127,3 +144,20 @@ def test_installed_hook_keeps_opentelemetry_instrument_alive() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "app ran tracecontext" in result.stdout
+
+
+@pytest.mark.parametrize("value", ["tracecontext,baggage,", "bogus,none"])
+def test_the_launcher_survives_a_trailing_comma_and_an_unknown_name_before_none(
+    value: str,
+) -> None:
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(launcher), sys.executable, "-c", "print('app ran')"],
+        env=clean_env({"OTEL_PROPAGATORS": value, "OTEL_SDK_DISABLED": "true"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "app ran" in result.stdout

@@ -88,6 +88,13 @@ def test_baggage_parse_decodes_skips_and_keeps_last() -> None:
     assert split_dsc(entries) == ({"x": "y"}, [("b", "hello world"), ("c", "1"), ("a", "2")])
 
 
+def test_a_member_cut_by_the_input_bound_is_not_read_shortened() -> None:
+    # Malformed members (skipped) fill the first 64 KiB; the last member straddles the bound.
+    header = ";" * 65_520 + ",kept=1,tenant=acme-corporation"
+    assert len(header) > 65_536 > header.rindex("tenant")
+    assert parse_baggage(header) == [("kept", "1")]
+
+
 def test_merge_puts_dsc_first_and_each_key_once() -> None:
     header = merge_baggage(
         {"trace_id": TRACE, "transaction": "GET /a b,c"},
@@ -242,6 +249,30 @@ def test_a_child_outliving_its_root_injects_the_name_the_root_ended_with() -> No
             dsc = _values(r.inject()["baggage"])
     assert dsc["sentry-transaction"] == "GET orders/<int:id>/"
     assert dsc["sentry-trace_id"] == f"{root.get_span_context().trace_id:032x}"
+
+
+def test_a_slow_request_keeps_its_dsc_while_quicker_traces_are_forgotten() -> None:
+    """The tracker forgets the oldest traces past its bound, but not one whose root is still
+    open: derived again, its DSC (another sample_rand, no transaction name) would not be the
+    one its transaction is sent with."""
+    with rig(rate=1.0, max_traces=2) as r:
+        with r.tracer.start_as_current_span(
+            "GET slow/", kind=trace.SpanKind.SERVER, attributes={"http.method": "GET"}
+        ) as slow:
+            for index in range(5):  # quicker requests meanwhile, each its own trace
+                with r.tracer.start_as_current_span(
+                    f"GET quick{index}/", context.Context(), kind=trace.SpanKind.SERVER
+                ):
+                    pass
+            outgoing = _values(r.inject()["baggage"])
+        finished = {s.name: s for s in r.exporter.get_finished_spans()}["GET slow/"]
+        remembered = len(r.tracker._traces)
+    sent = dsc_for_finished_root(finished, public_key="pk123", release="shop@1.0",
+                                 environment="test", transaction="GET slow/",
+                                 transaction_source="custom")
+    assert outgoing == {f"sentry-{k}": v for k, v in sent.items()}
+    assert outgoing["sentry-trace_id"] == f"{slow.get_span_context().trace_id:032x}"
+    assert remembered <= 2  # still bounded
 
 
 def test_the_first_local_root_to_end_names_the_trace() -> None:

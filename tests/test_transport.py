@@ -103,6 +103,31 @@ def test_an_unreachable_ingest_fails_a_batch_once_and_every_loss_is_reported(
     assert {"reason": "network_error", "category": "transaction", "quantity": 5} in discarded
 
 
+def test_a_429_to_the_first_envelope_holds_back_the_rest_of_its_batch(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    """The first exchange (one envelope and the pipelining probe) is answered before the
+    rest of its batch is prepared, so a rate limit it sets applies to them at once."""
+    ingest.respond_with(429, {"Retry-After": "60", "X-Sentry-Rate-Limits": "60:transaction:key"})
+    transport = _transport(client_factory(ingest.dsn))
+    assert transport.capture_envelopes([_envelope(f"limited {n}") for n in range(8)])
+    transport.flush(timeout=10)
+    ingest.respond_with(200)
+    transport.capture_envelope(_envelope("still limited"))  # counted too, then the report
+    transport.flush(timeout=10)
+    received = [
+        item.json["transaction"] for envelope in ingest.received
+        for item in envelope.items if item.type == "transaction"
+    ]
+    assert received == ["limited 0"]  # the one that drew the 429, nothing after it
+    backed_off = sum(
+        entry["quantity"] for report in ingest.events("client_report")
+        for entry in report["discarded_events"]
+        if (entry["reason"], entry["category"]) == ("ratelimit_backoff", "transaction")
+    )
+    assert backed_off == 8  # seven of the batch, and the one after
+
+
 @pytest.mark.parametrize("size", [0, 1, 4_000, 70_000, 400_000])
 @pytest.mark.parametrize("one_call", [True, False], ids=["zlib.compress", "compressobj"])
 def test_gzip_body_is_standard_gzip_at_any_size(

@@ -36,7 +36,10 @@ def parse_baggage(headers: str | Iterable[str] | None) -> Entries:
         raw = ",".join(h for h in headers if isinstance(h, str))
     found: dict[str, str] = {}
     size = 0
-    for member in raw[:_MAX_INPUT_CHARS].split(","):
+    if len(raw) > _MAX_INPUT_CHARS:
+        # Cut where a member ends: a member cut through would pass for a shorter value.
+        raw = raw[: max(raw.rfind(",", 0, _MAX_INPUT_CHARS + 1), 0)]
+    for member in raw.split(","):
         entry = _parse_member(member)
         if entry is None:
             continue

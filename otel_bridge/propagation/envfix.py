@@ -31,26 +31,32 @@ def sanitize_otel_propagators(
 ) -> list[str]:
     """Remove unknown names from OTEL_PROPAGATORS in place; returns the names removed.
 
-    ``known`` defaults to the installed ``opentelemetry_propagator`` entry points."""
+    opentelemetry-api looks every comma-separated item up in turn until a ``none``, so an
+    empty one (a trailing comma) or an unknown one before ``none`` fails as an unknown name
+    does: those are removed too, and ``none`` anywhere is written as ``none`` alone (what
+    the API makes of it when it gets that far). ``known`` defaults to the installed
+    ``opentelemetry_propagator`` entry points."""
     env = os.environ if environ is None else environ
     try:
         raw = env.get(OTEL_PROPAGATORS)
-        if not raw:
+        if raw is None:
             return []
         names = [name.strip() for name in raw.split(",") if name.strip()]
         if any(name.lower() == "none" for name in names):
+            if raw.strip() != "none":
+                env[OTEL_PROPAGATORS] = "none"
             return []
         if known is None:
             known = known_propagator_names()
         dropped = [name for name in names if name not in known]
-        if not dropped:
-            return []
         kept = [name for name in names if name in known]
         if kept:
-            env[OTEL_PROPAGATORS] = ",".join(kept)
-        else:
+            if ",".join(kept) != raw:
+                env[OTEL_PROPAGATORS] = ",".join(kept)
+        else:  # nothing usable: the default propagators
             del env[OTEL_PROPAGATORS]
-        env[DROPPED_ENV] = ",".join(dropped)
+        if dropped:
+            env[DROPPED_ENV] = ",".join(dropped)
         return dropped
     except Exception:
         return []
