@@ -70,6 +70,8 @@ def _counting_bridge_transport_class() -> type[Any]:
     from otel_bridge.transport import BridgeTransport, Exchange
 
     class AnsweringConnection:
+        pipelining = "proven"  # as after the first exchange with a pipelining ingest
+
         def __init__(self, window: int) -> None:
             self._window = window
 
