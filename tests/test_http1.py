@@ -16,6 +16,7 @@ import pytest
 
 from otel_bridge.http1 import host_header, read_response, request_head
 from otel_bridge.transport import KeptAliveConnection
+from tests.rig.raw_http import TcpServer, split_requests
 
 
 def _read(raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
@@ -263,61 +264,31 @@ def test_an_ingest_that_stops_answering_times_out_without_a_second_attempt(
     assert [r.split(b"\r\n\r\n", 1)[1] for r in server.requests] == [b"first", b"second"]
 
 
-class _HandlerServer:
-    """A server on 127.0.0.1 running ``handle(server, connection)`` for each connection it
-    accepts, in a thread of its own; ``bodies`` records the request bodies it processed."""
+class _HandlerServer(TcpServer):
+    """Runs ``handle(server, connection)`` for each connection; ``bodies`` records the
+    request bodies it processed."""
 
     def __init__(self, handle: Callable[[_HandlerServer, socket.socket], None]) -> None:
         self.bodies: list[bytes] = []
         self._handle = handle
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            self._handle(self, conn)
-
-    def stop(self) -> None:
-        self._listener.close()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-            pass
-        self._accepting.join(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
+    def serve(self, conn: socket.socket, index: int) -> None:
+        self._handle(self, conn)
 
 
 def _read_request(conn: socket.socket, buffered: bytes) -> tuple[bytes | None, bytes, bytes]:
     """(method line, body) of the next request and the bytes after it; None at the end."""
-    while b"\r\n\r\n" not in buffered:
+    while True:
+        requests, _ = split_requests(buffered)
+        if requests:
+            request = requests[0]
+            head, _, body = request.partition(b"\r\n\r\n")
+            return head.split(b"\r\n", 1)[0], body, buffered[len(request):]
         data = conn.recv(65536)
         if not data:
             return None, b"", b""
         buffered += data
-    head, _, rest = buffered.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        data = conn.recv(65536)
-        if not data:
-            return None, b"", b""
-        rest += data
-    return head.split(b"\r\n", 1)[0], rest[:length], rest[length:]
 
 
 def test_answers_sent_before_a_connection_reset_mid_window_are_kept() -> None:

@@ -6,10 +6,8 @@ request at a time, and no envelope is lost or sent twice either way. Real socket
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,23 +20,7 @@ from otel_bridge.transport import PIPELINE_DEPTH_OPTION, BridgeTransport
 from tests.envelopes import transaction_envelope as _envelope
 from tests.rig.bugsink import Bugsink
 from tests.rig.ingest import decode_body, parse_envelope
-
-
-def _split_requests(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """The complete requests at the start of ``buffer`` and what is left of it."""
-    requests: list[bytes] = []
-    while b"\r\n\r\n" in buffer:
-        head, _, rest = buffer.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(rest) < length:
-            break
-        requests.append(head + b"\r\n\r\n" + rest[:length])
-        buffer = rest[length:]
-    return requests, buffer
+from tests.rig.raw_http import TcpServer, split_requests
 
 
 def _response(status: int, headers: dict[str, str], body: bytes = b'{}') -> bytes:
@@ -47,7 +29,7 @@ def _response(status: int, headers: dict[str, str], body: bytes = b'{}') -> byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class PipelineServer:
+class PipelineServer(TcpServer):
     """An ingest on 127.0.0.1 with a configurable attitude to pipelined requests.
 
     - ``largest_read`` records the most requests that arrived in one read: more than one
@@ -75,14 +57,8 @@ class PipelineServer:
         self.idle = idle
         self.posts: list[tuple[int, bytes]] = []  # (connection, body)
         self.options = 0
-        self.connections = 0
         self.largest_read = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
+        super().__init__()
 
     @property
     def dsn(self) -> str:
@@ -101,59 +77,37 @@ class PipelineServer:
             names += [item.json["transaction"] for item in envelope.items_of("transaction")]
         return names
 
-    def _accept(self) -> None:
+    def serve(self, conn: socket.socket, index: int) -> None:
+        conn.settimeout(self.idle)  # a kept-alive connection's idle limit
+        buffer = b""
         while True:
             try:
-                conn, _ = self._listener.accept()
+                data = conn.recv(1 << 20)
             except OSError:
                 return
-            with self._lock:
-                self.connections += 1
-                index = self.connections
-            thread = threading.Thread(target=self._serve, args=(conn, index), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket, index: int) -> None:
-        with conn:
-            conn.settimeout(self.idle)  # a kept-alive connection's idle limit
-            buffer = b""
-            while True:
-                try:
-                    data = conn.recv(1 << 20)
-                except OSError:
-                    return
-                if not data:
-                    return
-                requests, buffer = _split_requests(buffer + data)
-                self.largest_read = max(self.largest_read, len(requests))
-                if self.swallow and len(requests) > 1:
-                    buffer = b"".join(requests[1:]) + buffer
-                    requests = requests[:1]
-                for request in requests:
-                    if request.startswith(b"OPTIONS "):
-                        with self._lock:
-                            self.options += 1
-                        conn.sendall(_response(200, {}, b""))
-                        continue
+            if not data:
+                return
+            requests, buffer = split_requests(buffer + data)
+            self.largest_read = max(self.largest_read, len(requests))
+            if self.swallow and len(requests) > 1:
+                buffer = b"".join(requests[1:]) + buffer
+                requests = requests[:1]
+            for request in requests:
+                if request.startswith(b"OPTIONS "):
                     with self._lock:
-                        self.posts.append((index, request))
-                        number = len(self.posts)
-                    status, headers = self.statuses.get(number, (200, {}))
-                    last = number in (self.close_after, self.drop_after)
-                    if number == self.close_after:
-                        headers = {**headers, "Connection": "close"}
-                    conn.sendall(_response(status, headers))
-                    if last:
-                        return
-
-    def stop(self) -> None:
-        self._listener.close()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-            pass
-        self._accepting.join(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
+                        self.options += 1
+                    conn.sendall(_response(200, {}, b""))
+                    continue
+                with self._lock:
+                    self.posts.append((index, request))
+                    number = len(self.posts)
+                status, headers = self.statuses.get(number, (200, {}))
+                last = number in (self.close_after, self.drop_after)
+                if number == self.close_after:
+                    headers = {**headers, "Connection": "close"}
+                conn.sendall(_response(status, headers))
+                if last:
+                    return
 
 
 @pytest.fixture

@@ -127,32 +127,24 @@ def test_without_the_hook_an_unknown_propagator_kills_the_launcher() -> None:
     assert "Propagator bogus not found" in result.stderr
 
 
-def test_installed_hook_keeps_opentelemetry_instrument_alive() -> None:
+@pytest.mark.parametrize(
+    ("value", "seen"),
+    [
+        ("tracecontext,bogus", "tracecontext"),
+        ("tracecontext,baggage,", "tracecontext,baggage"),  # a trailing comma
+        ("bogus,none", "none"),  # the API looks `bogus` up before it reaches `none`
+    ],
+)
+def test_installed_hook_keeps_opentelemetry_instrument_alive(value: str, seen: str) -> None:
     """With otel_bridge.pth installed at the top of site-packages (the wheel puts it there,
-    scripts/bootstrap does for the editable install) the app runs with the name removed."""
+    scripts/bootstrap does for the editable install) the app runs, with what would have
+    stopped the launcher removed."""
     purelib = Path(sysconfig.get_paths()["purelib"])
     assert (purelib / "otel_bridge.pth").read_text() == PTH.read_text()
     launcher = Path(sys.executable).parent / "opentelemetry-instrument"
     result = subprocess.run(
         [str(launcher), sys.executable, "-c",
-         "import os; print('app ran', os.environ.get('OTEL_PROPAGATORS'))"],
-        env=clean_env({"OTEL_PROPAGATORS": "tracecontext,bogus", "OTEL_SDK_DISABLED": "true"}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "app ran tracecontext" in result.stdout
-
-
-@pytest.mark.parametrize("value", ["tracecontext,baggage,", "bogus,none"])
-def test_the_launcher_survives_a_trailing_comma_and_an_unknown_name_before_none(
-    value: str,
-) -> None:
-    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
-    result = subprocess.run(
-        [str(launcher), sys.executable, "-c", "print('app ran')"],
+         "import os; print('app ran with', os.environ.get('OTEL_PROPAGATORS'))"],
         env=clean_env({"OTEL_PROPAGATORS": value, "OTEL_SDK_DISABLED": "true"}),
         capture_output=True,
         text=True,
@@ -160,4 +152,4 @@ def test_the_launcher_survives_a_trailing_comma_and_an_unknown_name_before_none(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "app ran" in result.stdout
+    assert f"app ran with {seen}\n" in result.stdout
