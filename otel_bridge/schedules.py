@@ -1,7 +1,8 @@
 """Monitor schedules as Sentry expects them in ``monitor_config``, parsed with a clear error.
 
-Pure and stdlib-only, so the configuration table can parse ``OTEL_BRIDGE_CRON_MONITORS``
-without importing sentry-sdk or OpenTelemetry. Errors are ``ValueError`` saying what was
+Pure, and importing nothing but the standard library and cronsim (Sentry's own crontab
+reader), so the configuration table can parse ``OTEL_BRIDGE_CRON_MONITORS`` without
+importing sentry-sdk or OpenTelemetry. Errors are ``ValueError`` saying what was
 expected.
 """
 
@@ -40,17 +41,6 @@ _CRON_MACROS = {
     "@hourly": "0 * * * *",
 }
 _SLUG_CHARS = re.compile(r"[^a-z0-9_-]+")
-# Each crontab field's values, as Sentry's crontab reader (cronsim) takes them.
-_CRON_FIELDS = (
-    ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-    ("day of week", 0, 7),
-)
-_MONTHS = {name: number for number, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
-)}
-_WEEKDAYS = {name: number for number, name in enumerate(
-    ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-)}
 # Sentry's bounds for monitor_config (minutes for the first two, check-ins for the others).
 _OPTION_BOUNDS = {
     "checkin_margin": (1, 40_320),
@@ -96,56 +86,25 @@ def parse_schedule(schedule: Schedule) -> dict[str, Any]:
             f"{schedule!r} is neither a 5-field crontab (e.g. '*/5 * * * *') nor an interval "
             "(e.g. '10m', '2 hours')"
         )
-    for index, field in enumerate(fields):
-        label = _CRON_FIELDS[index][0]
-        for item in field.split(","):
-            problem = _cron_item_problem(item, index)
-            if problem is not None:
-                raise ValueError(f"crontab {schedule!r}: {label} {field!r}: {problem}")
-    return {"type": "crontab", "value": " ".join(fields)}
+    crontab = " ".join(fields)
+    problem = _crontab_problem(crontab)
+    if problem is not None:
+        raise ValueError(f"crontab {schedule!r}: {problem}")
+    return {"type": "crontab", "value": crontab}
 
 
-def _cron_value(text: str, index: int) -> int | None:
-    names = _MONTHS if index == 3 else _WEEKDAYS if index == 4 else {}
-    if text.isascii() and text.isdigit():
-        return int(text)
-    return names.get(text.lower())
+def _crontab_problem(crontab: str) -> str | None:
+    """Why Sentry would refuse ``crontab``, or None. Sentry reads crontabs with cronsim:
+    the same reader here, so what passes is what Sentry takes (a monitor whose schedule
+    it refused would silently never be created)."""
+    from datetime import datetime
 
+    from cronsim import CronSim, CronSimError
 
-def _cron_item_problem(item: str, index: int) -> str | None:
-    """What is wrong with one comma-separated item of a crontab field, or None.
-
-    Written by hand: the standard library has no crontab reader, and a schedule Sentry
-    refuses would silently never create the monitor."""
-    _, low, high = _CRON_FIELDS[index]
-    if not item:
-        return "an empty list item"
-    if item == "?" and index in (2, 4):
-        return None
-    if index == 2 and item in ("L", "LW"):  # the month's last day, its last weekday
-        return None
-    base, slash, step = item.partition("/")
-    if slash and not (step.isascii() and step.isdigit() and int(step) > 0):
-        return f"the step {step!r} is not a positive number"
-    if index == 2 and base.endswith("W") and not slash:  # the weekday nearest a day
-        base = base[:-1]
-    elif index == 4 and not slash and (base.endswith("L") or "#" in base):
-        base, _, nth = base.removesuffix("L").partition("#")
-        if nth and not (nth.isascii() and nth.isdigit() and 1 <= int(nth) <= 5):
-            return f"{item!r}: the week of the month must be 1-5"
-    if base == "*":
-        return None
-    start, dash, end = base.partition("-")
-    values = []
-    for part in (start, end) if dash else (start,):
-        value = _cron_value(part, index)
-        if value is None:
-            return f"{part!r} is not a number{' or a name' if index >= 3 else ''}"
-        if not low <= value <= high:
-            return f"{value} is outside {low}-{high}"
-        values.append(value)
-    if dash and values[0] > values[1]:
-        return f"the range {base!r} runs backwards"
+    try:
+        CronSim(crontab, datetime(2000, 1, 1))
+    except CronSimError as exc:
+        return f"{exc} (e.g. a value out of range, a step of 0, an unknown name)"
     return None
 
 
@@ -191,14 +150,14 @@ def _check_timezone(name: object) -> None:
 
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"timezone must be a tz database name, got {name!r}")
-    if not zoneinfo.available_timezones():  # no tz database here to check against
-        return
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"timezone {name!r} is not a tz database name (e.g. 'Europe/Berlin', 'UTC')"
-        ) from None
+        # A machine without a tz database (no tzdata package) cannot tell: Sentry will.
+        if zoneinfo.available_timezones():
+            raise ValueError(
+                f"timezone {name!r} is not a tz database name (e.g. 'Europe/Berlin', 'UTC')"
+            ) from None
 
 
 def slugify(name: str) -> str:

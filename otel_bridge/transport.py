@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import os
-import select
 import socket
 import ssl
 import struct
@@ -47,6 +46,7 @@ from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import capture_internal_exceptions
+from urllib3.util.wait import wait_for_read
 
 from otel_bridge.forks import reset_in_forked_children
 from otel_bridge.http1 import Response, host_header, read_response, request_head
@@ -162,8 +162,10 @@ class KeptAliveConnection:
         return self._pipelining
 
     def window(self) -> int:
-        """How many requests :meth:`post_many` may have in flight at once."""
-        return 1 if self._pipelining == _Pipelining.OFF else self._pipeline_depth
+        """How many requests :meth:`post_many` may have in flight at once: one until the
+        server has answered a pipelined request (the first exchange carries one, and the
+        probe), so an answer that sets rate limits comes before the next are prepared."""
+        return self._pipeline_depth if self._pipelining == _Pipelining.PROVEN else 1
 
     def _connect(self) -> tuple[socket.socket, io.BufferedReader]:
         sock = socket.create_connection((self._host, self._port), self._timeout)
@@ -313,12 +315,12 @@ def _closed_or_spoken(sock: socket.socket) -> bool:
     """Whether a kept-alive connection became readable between exchanges: the server closed
     it, or wrote to it unasked (some send a 408 before closing an idle connection). Either
     would be read as the answer to the next request, which would then be lost or counted as
-    refused; urllib3 checks the same before it reuses a connection."""
+    refused. This is urllib3's own check before it reuses a connection (poll where there is
+    one: select() refuses descriptors past 1023, which a busy server's sockets reach)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        return wait_for_read(sock, timeout=0.0)
     except (OSError, ValueError):  # closed under us
         return True
-    return bool(readable)
 
 
 @contextlib.contextmanager
@@ -428,15 +430,9 @@ class BridgeTransport(HttpTransport):
         and ``_send_request`` do for one envelope (rate limits, client reports, headers,
         response handling), with the requests written together."""
         connection = self._connection
-        if connection is None or len(envelopes) == 1 or connection.window() == 1:
-            # One at a time, each checked against the rate limits the one before it set.
-            self._send_one_by_one(envelopes)
-            return
-        if connection.pipelining == _Pipelining.UNPROVEN:
-            # The first exchange carries one envelope and the probe. Its answer may set rate
-            # limits (a 429), which the others must meet before they go: so they wait for it.
-            self._send_one_by_one(envelopes[:1], rest=envelopes[1:])
-            self._send_envelopes(envelopes[1:])
+        if connection is None or len(envelopes) == 1:
+            for envelope in envelopes:
+                self._send_envelope(envelope)
             return
         prepared: list[tuple[Envelope, bytes, dict[str, str]]] = []
         for envelope in envelopes:
@@ -457,20 +453,6 @@ class BridgeTransport(HttpTransport):
                 self._handle_request_error(envelope=sent, loss_reason="network")
                 self._recount_client_reports(sent)
             raise exchange.error
-
-    def _send_one_by_one(
-        self, envelopes: Sequence[Envelope], rest: Sequence[Envelope] = ()
-    ) -> None:
-        """sentry-sdk's ``_send_envelope`` for each; when one fails, those after it, and
-        ``rest``, are counted lost as the whole job's rest would be (see capture_envelopes)."""
-        for index, envelope in enumerate(envelopes):
-            try:
-                self._send_envelope(envelope)
-            except Exception:
-                for lost in [*envelopes[index + 1 :], *rest]:  # the ingest could not be reached
-                    for item in lost.items:
-                        self.record_lost_event("network_error", item=item)
-                raise
 
     def _send_request(self, *args: Any, **kwargs: Any) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -547,7 +529,7 @@ class BridgeTransport(HttpTransport):
 
     def _window(self) -> int:
         # Rate limits are checked as each window is prepared: a 429 stops the next window
-        # (and the probe's envelope is answered before the rest of its window is prepared).
+        # (the first window is one envelope, see KeptAliveConnection.window).
         return 1 if self._connection is None else self._connection.window()
 
     def _serialize_envelope(self, envelope: Envelope) -> tuple[str | None, io.BytesIO]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import os
+import resource
 import select
 import socket
 import threading
@@ -237,6 +239,27 @@ def test_exchanges_over_one_socket_in_every_framing(scripted: Scripted) -> None:
     assert server.requests[0].startswith(
         f"POST /api/1/envelope/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode()
     )
+
+
+def test_a_connection_whose_descriptor_is_past_1023_is_still_reused(scripted: Scripted) -> None:
+    """A busy server holds many descriptors; the check made before reusing a connection must
+    not take a high one for a closed connection (select() refuses those)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard if hard != resource.RLIM_INFINITY else 4096) < 1200:
+        pytest.skip("this machine allows fewer than 1,200 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        ok = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
+        server, connection = scripted([ok, ok, ok])
+        for body in (b"one", b"two", b"three"):
+            assert connection.post("/", body, {}).status == 200
+        assert connection._socket is not None and connection._socket.fileno() > 1023
+        assert server.connections == 1
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_server_that_closes_without_answering_is_an_error_on_a_fresh_connection(

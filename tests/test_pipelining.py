@@ -236,19 +236,20 @@ def test_requests_behind_the_last_answer_are_sent_again_on_a_new_connection(
 def test_a_rate_limit_in_a_window_stops_the_next_window(
     servers: Any, make_transport: Any
 ) -> None:
-    # Windows of four: e0 (with the probe), then e1-e3 pipelined, of which POST 2 (e1) is
-    # rate-limited. e2 and e3 were already on the wire; e4-e8 are not sent, and counted.
+    # The first window is e0 alone (with the probe), then windows of four: e1-e4 pipelined,
+    # of which POST 2 (e1) is rate-limited. e2-e4 were already on the wire; e5-e8 are not
+    # sent, and counted.
     server = servers(statuses={2: (429, {"Retry-After": "60"})})
     transport = make_transport(server.dsn, depth=4)
     envelopes = [_envelope(name) for name in _names("e", 9)]
     assert transport.capture_envelopes(envelopes)
     transport._worker.flush(timeout=10)  # not transport.flush: its client report is limited
 
-    assert server.transactions() == _names("e", 4)
+    assert server.transactions() == _names("e", 5)
     report = transport._fetch_pending_client_report(force=True)  # sentry-sdk's bookkeeping
     assert report is not None
     discarded = report.payload.json["discarded_events"]  # type: ignore[index]
-    assert {"reason": "ratelimit_backoff", "category": "transaction", "quantity": 5} in discarded
+    assert {"reason": "ratelimit_backoff", "category": "transaction", "quantity": 4} in discarded
 
 
 def test_depth_one_never_pipelines_or_probes(servers: Any, make_transport: Any) -> None:
