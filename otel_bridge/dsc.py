@@ -88,8 +88,15 @@ def generate_sample_rand(trace_id: int, lower: float = 0.0, upper: float = 1.0) 
 
     Same recipe as sentry-sdk (``Random(trace_id_hex)``), so every service back-filling the
     same trace agrees. None when the interval is empty.
+
+    One difference: sentry-sdk truncates the lower bound to 6 decimals, so for a rate with
+    more (0.1234567) a trace it did not sample could be given a ``sample_rand`` under the
+    rate. The bound is rounded up here instead; where sentry-sdk's value is right, both
+    draw the same one.
     """
     low, high = int(lower * 1_000_000), int(upper * 1_000_000)
+    if low / 1_000_000 < lower:
+        low += 1
     if not low < high:
         return None
     return Random(f"{trace_id:032x}").randrange(low, high) / 1_000_000

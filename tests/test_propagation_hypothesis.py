@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, context, trace
 
+from otel_bridge.dsc import consistent_rand_rate
 from otel_bridge.propagation.baggage import (
     MAX_BYTES,
     MAX_MEMBERS,
@@ -148,3 +149,26 @@ def test_valid_sentry_trace_wins_over_malformed_traceparent(
     assert (parent.trace_id, parent.span_id) == (trace_id, span_id)
     # deferred (no flag) at rate 1.0 samples; otherwise the flag decides
     assert span.get_span_context().trace_flags.sampled is (sampled is not False)
+
+
+@FAST
+@given(
+    trace_ids,
+    st.booleans(),
+    st.one_of(
+        st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
+        # 7 decimals near the ends, where the 6-decimal range left is a few values wide
+        st.integers(min_value=9_999_900, max_value=9_999_999).map(lambda n: n / 1e7),
+        st.integers(min_value=1, max_value=99).map(lambda n: n / 1e7),
+    ),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=999_999).map(lambda n: n / 1e6)),
+)
+def test_back_filled_sample_rand_agrees_with_the_decision_at_any_rate(
+    trace_id: int, sampled: bool, rate: float, rand: float | None
+) -> None:
+    # Rates with more than 6 decimals included: sentry-sdk's recipe truncates the lower
+    # bound, which gave an unsampled trace at rate 0.1234567 a sample_rand of 0.123456.
+    new_rand, new_rate = consistent_rand_rate(trace_id, sampled, rand, rate)
+    assert (new_rand < new_rate) == sampled
+    assert 0.0 <= new_rand < 1.0
+    assert new_rand == round(new_rand, 6)

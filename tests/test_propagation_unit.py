@@ -133,6 +133,15 @@ def test_sample_rand_matches_sentry_sdk() -> None:
     assert generate_sample_rand(1, 0.5, 0.5) is None
 
 
+def test_an_unsampled_back_fill_never_falls_under_a_rate_of_more_than_six_decimals() -> None:
+    rate = 0.9999985  # 6 decimals leave one value at or over it: 0.999999
+    ours = {generate_sample_rand(trace_id, rate, 1.0) for trace_id in range(1, 200)}
+    assert ours == {0.999999}
+    # sentry-sdk's truncated bound also draws 0.999998, under the rate, for an unsampled trace.
+    sdk = {_generate_sample_rand(f"{t:032x}", interval=(rate, 1.0)) for t in range(1, 200)}
+    assert sdk == {0.999998, 0.999999}
+
+
 def test_head_sample_rand_is_uniform_over_the_ids_random_bits() -> None:
     assert head_sample_rand(0) == 0.0
     assert head_sample_rand((1 << 128) - 1) == 0.999999  # never 1.0
