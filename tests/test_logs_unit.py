@@ -24,6 +24,7 @@ from sentry_sdk.scope import (
     register_external_propagation_context,
     remove_external_propagation_context,
 )
+from structlog.typing import Processor
 
 from otel_bridge.logs import (
     OTelLogEmitter,
@@ -274,6 +275,94 @@ def test_without_the_dedupe_hooks_stdlib_backed_structlog_would_report_twice(
     assert _count(ingest.events("event"), "control.failed") == 2
 
 
+@pytest.mark.parametrize(
+    "renderer",
+    [
+        structlog.processors.JSONRenderer(),
+        structlog.processors.LogfmtRenderer(),
+        structlog.processors.KeyValueRenderer(),
+    ],
+    ids=["json", "logfmt", "keyvalue"],
+)
+def test_one_event_log_and_record_when_the_renderer_escapes_the_message(
+    ingest: RecordingIngest, otel_logs, renderer: Any
+) -> None:
+    # The renderers escape accents (JSON's \u00e9), quotes and line breaks: the stdlib copy
+    # does not hold the text as it was logged, and must still be recognised as the copy.
+    provider, exporter = otel_logs
+    handler = LoggingHandler(logger_provider=provider)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    texts = ["paiement refusé", 'quote "x" failed', "line1\nline2", "back\\slash"]
+    chain: list[Processor] = [
+        structlog.processors.add_log_level,
+        SentryBridge(scrubber=Scrubber()),
+        OTelLogEmitter(logger_provider=provider),
+        renderer,
+    ]
+    log = structlog.wrap_logger(
+        stdlib_logger("app.escaped"), processors=chain, wrapper_class=structlog.stdlib.BoundLogger
+    )
+    try:
+        install_handler_filters()
+        with sentry(ingest):
+            for text in texts:
+                log.error(text)
+    finally:
+        remove_handler_filters()
+        root.removeHandler(handler)
+    events, logs = sent(ingest)
+    assert sorted(e["logentry"]["message"] for e in events) == sorted(texts)
+    assert sorted(entry["body"] for entry in logs) == sorted(texts)
+    assert sorted(str(d.log_record.body) for d in exporter.get_finished_logs()) == sorted(texts)
+
+
+def test_one_sentry_log_when_percent_args_reach_stdlib(ingest: RecordingIngest) -> None:
+    # render_to_log_args_and_kwargs hands stdlib the template and its args: sentry-sdk's
+    # Sentry log then has the formatted line as body and the template apart.
+    chain: list[Processor] = [
+        structlog.processors.add_log_level,
+        SentryBridge(scrubber=Scrubber()),
+        structlog.stdlib.render_to_log_args_and_kwargs,
+    ]
+    log = structlog.wrap_logger(
+        stdlib_logger("app.args"), processors=chain, wrapper_class=structlog.stdlib.BoundLogger
+    )
+    with sentry(ingest):
+        log.info("user %s logged in", "bob")
+        log.error("charge %s failed", "ch_1")
+    events, logs = sent(ingest)
+    assert sorted(entry["body"] for entry in logs) == ["charge %s failed", "user %s logged in"]
+    assert [e["logentry"]["message"] for e in events] == ["charge %s failed"]
+
+
+def test_a_field_whose_repr_fails_loses_only_its_own_value(
+    ingest: RecordingIngest, otel_logs
+) -> None:
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    provider, exporter = otel_logs
+    sink = _Sink()
+    chain: list[Processor] = [
+        structlog.processors.add_log_level,
+        SentryBridge(scrubber=Scrubber()),
+        OTelLogEmitter(logger_provider=provider),
+        lambda _logger, _name, event: str(event["event"]),  # a renderer that reads no field
+    ]
+    log = structlog.wrap_logger(sink, processors=chain)
+    with sentry(ingest):
+        log.error("order.failed", order=Unprintable(), order_id=7)
+    _, logs = sent(ingest)
+    [entry] = logs
+    assert entry["attributes"]["order_id"]["value"] == 7
+    assert "repr failed" in entry["attributes"]["order"]["value"]
+    [record] = [d.log_record for d in exporter.get_finished_logs()]
+    assert (record.attributes or {})["order_id"] == 7
+    assert sink.lines == ["order.failed"]
+
+
 def test_stdlib_logger_level_is_respected(ingest: RecordingIngest, otel_logs) -> None:
     provider, exporter = otel_logs
     quiet = logging.getLogger("app.quiet")
@@ -427,6 +516,9 @@ def test_insertion_before_exception_formatting_and_renderer() -> None:
     ]
     assert insertion_index(chain) == 1
     assert insertion_index([renderer]) == 0
+    # after EventRenamer the message is no longer under `event`: ours go before it
+    renamer = structlog.processors.EventRenamer("message")
+    assert insertion_index([structlog.processors.add_log_level, renamer, renderer]) == 1
     assert insertion_index([]) == 0
     ours = [add_trace_context]
     assert insert_bridge_processors(chain, ours)[1] is add_trace_context

@@ -7,8 +7,8 @@ It inserts otel-bridge's processors (:func:`otel_bridge.logs.add_trace_context`,
 :class:`otel_bridge.logs.SentryBridge` and, with ``OTEL_LOGS_EXPORTER`` set,
 :class:`otel_bridge.logs.OTelLogEmitter`) into the processor chain the application passes to
 ``structlog.configure`` (and into the chain already configured when instrumenting), before
-the renderer and before any processor that formats ``exc_info`` away, so the Sentry event
-still gets the stack trace.
+the renderer and before any processor that formats ``exc_info`` away (so the Sentry event
+still gets the stack trace) or renames the ``event`` key (``EventRenamer``).
 
     from otel_bridge_instrumentation_structlog import StructlogInstrumentor
 
@@ -43,21 +43,24 @@ from otel_bridge_instrumentation_structlog.version import __version__
 
 __all__ = ["StructlogInstrumentor", "__version__", "insert_bridge_processors", "insertion_index"]
 
-# Processors that turn `exc_info` into text and drop it: ours must see it first.
-_EXCEPTION_FORMATTERS: tuple[type, ...] = (
+# Processors ours must run before: those that turn `exc_info` into text and drop it, and
+# EventRenamer, after which the message is no longer under `event` (every Sentry event
+# would have an empty message, and all of them one fingerprint).
+_MUST_SEE_FIRST: tuple[type, ...] = (
     structlog.processors.ExceptionRenderer,
     structlog.processors.ExceptionPrettyPrinter,
+    structlog.processors.EventRenamer,
 )
 
 
 def insertion_index(processors: Sequence[Processor]) -> int:
     """Where our processors go: before the renderer (the last processor), or earlier, before
-    the first processor that formats exceptions."""
+    the first processor that formats exceptions or renames the event key."""
     if not processors:
         return 0
     last = len(processors) - 1
     for index, processor in enumerate(processors[:last]):
-        if isinstance(processor, _EXCEPTION_FORMATTERS):
+        if isinstance(processor, _MUST_SEE_FIRST):
             return index
     return last
 

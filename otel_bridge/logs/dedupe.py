@@ -19,6 +19,7 @@ deduplication across handlers) can tell a structlog record from a plain one.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 from collections.abc import Callable, Mapping
@@ -53,13 +54,29 @@ _claim: ContextVar[Claim | None] = ContextVar("otel_bridge_log_claim", default=N
 def _mentions(message: object, text: str) -> bool:
     # ProcessorFormatter setups hand the event dict itself to stdlib as the message.
     if isinstance(message, Mapping):
-        return message.get("event") == text or text in str(message)
+        return message.get("event") == text or _contains(str(message), text)
     if isinstance(message, str):
-        return text in message
+        return _contains(message, text)
     try:
-        return text in str(message)
+        return _contains(str(message), text)
     except Exception:
         return False
+
+
+def _contains(line: str, text: str) -> bool:
+    """The event text as a renderer wrote it into the line: as it is, or escaped the way
+    structlog's renderers escape it (JSONRenderer's ``\\u00e9`` and ``\\"``, LogfmtRenderer's
+    ``\\"`` and ``\\n``, KeyValueRenderer's and a dict's repr)."""
+    if text in line:
+        return True
+    if text.isascii() and text.isprintable() and not any(c in text for c in "\"'\\"):
+        return False  # no renderer writes such a text any other way
+    escaped = json.dumps(text)[1:-1]  # ascii-only, as JSONRenderer writes by default
+    return (
+        escaped in line
+        or json.dumps(text, ensure_ascii=False)[1:-1] in line
+        or repr(text)[1:-1] in line
+    )
 
 
 def claim(logger: object, levelno: int, text: str, sink: str) -> None:
@@ -118,14 +135,15 @@ def drop_bridged_breadcrumb(crumb: Any, hint: Mapping[str, Any] | None) -> Any:
 
 def drop_bridged_log(log: Any, hint: Mapping[str, Any] | None) -> Any:
     """``before_send_log``: drop LoggingIntegration's Sentry log for a bridged record (its hint
-    carries no record, so it is matched on logger name, severity and body)."""
+    carries no record, so it is matched on logger name, severity and message: the template
+    sentry-sdk keeps when the record had %-args, its body being the formatted line)."""
     try:
         attributes = log.get("attributes") or {}
         if attributes.get("sentry.origin") != "auto.log.stdlib":
             return log
         name = str(attributes.get("logger.name"))
         severity = log.get("severity_number")
-        body = log.get("body")
+        body = attributes.get("sentry.message.template", log.get("body"))
         if consume(
             SENTRY_LOG,
             lambda c: sentry_log_severity(c.levelno)[0] == severity and c.matches(name, body),

@@ -143,7 +143,10 @@ def _attribute(value: Any) -> Any:
         kinds = {type(v) for v in value}
         if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
             return list(value)
-    return repr(value) if not isinstance(value, Mapping) else str(dict(value))
+    try:
+        return repr(value) if not isinstance(value, Mapping) else str(dict(value))
+    except Exception:  # one field's broken __repr__ must not lose the whole record
+        return f"<{type(value).__name__} (repr failed)>"
 
 
 def attributes_from(fields: Mapping[str, Any]) -> dict[str, Any]:
