@@ -12,6 +12,7 @@ text, and opentelemetry-sdk has no scrubbing at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
+from sentry_sdk._types import AnnotatedValue
 
 from otel_bridge.span_attributes import attributes_view, events_view
 
@@ -80,6 +82,12 @@ PII_ATTRIBUTES = frozenset(
     }
 )
 _PII_HEADERS = frozenset({"x_forwarded_for", "x_real_ip", "forwarded", "remote_addr"})
+# Header values are free text to the scrubber: a Referer or Location holds whole URLs.
+HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+# Where otel_bridge.context writes what the application hands to set_context, set_tags,
+# set_user and add_breadcrumb: nested data arrives there as JSON text, to be scrubbed as
+# the data it is (sentry_fields_from_spans turns it back into structure for Sentry).
+STRUCTURED_PREFIXES = ("sentry.context.", "sentry.tag.", "breadcrumb.data.", "user.")
 
 _MAX_DEPTH = 20
 
@@ -101,7 +109,7 @@ _REMEMBERED_LENGTH = 1024
 _REMEMBERED_KEYS = 4096
 
 # How an OTel attribute is scrubbed, by its key alone (see Scrubber.changed_attributes).
-_PLAIN, _DROPPED, _TEXT, _TEXT_SENSITIVE, _SENSITIVE, _URL, _QUERY, _SQL = range(8)
+_PLAIN, _DROPPED, _TEXT, _TEXT_SENSITIVE, _SENSITIVE, _URL, _QUERY, _SQL, _STRUCTURED = range(9)
 _PLAIN_SCALARS = frozenset({str, int, float, bool})
 _LEFT_OUT = object()  # what _scrub_attribute returns for an attribute that is dropped
 
@@ -155,8 +163,12 @@ class Scrubber:
             rf"(?P<key>{key_chars}{{0,64}}(?:{words}){key_chars}{{0,64}})(?P<close>[\"']?)(?P<sep>\s*[:=]\s*)"
             r"(?!(?<=:)//)"  # "token://host" is a URL's scheme, not a key and its value
             r"(?P<value>\[Filtered\]|(?:bearer|basic|digest|token)\s+[^\s,;&\"']+"
-            # quoted, then quoted but cut off (a truncated message), then bare
-            r"|\"[^\"]*\"|'[^']*'|\"[^\"\s,;]*|'[^'\s,;]*|[^\s&,;\"'}\])<>]+)",
+            # quoted (Python's b'' and r'' too, escaped quotes inside), a list, mapping or
+            # tuple as Python or JSON write one, then quoted but cut off (a truncated
+            # message), then bare
+            r"|[bBrRuU]?\"(?:[^\"\\]|\\.)*\"|[bBrRuU]?'(?:[^'\\]|\\.)*'"
+            r"|\[[^\[\]]*\]|\{[^{}]*\}|\([^()]*\)"
+            r"|\"[^\"\s,;]*|'[^'\s,;]*|[^\s&,;\"'}\])<>]+)",
             re.IGNORECASE,
         )
         self.is_sensitive_key = lru_cache(maxsize=4096)(self._is_sensitive_key)
@@ -214,8 +226,20 @@ class Scrubber:
             if lowered in SQL_ATTRIBUTES:
                 return self.scrub_sql(value)
             return self.scrub_text(value) if text else value
-        if isinstance(value, int | float | bytes | type(None)):
+        if isinstance(value, bytes):
+            if not text:
+                return value
+            decoded = value.decode("utf-8", "replace")
+            scrubbed = self.scrub_text(decoded)
+            return value if scrubbed == decoded else scrubbed.encode()
+        if isinstance(value, int | float | type(None)):
             return value
+        if isinstance(value, AnnotatedValue):
+            # sentry-sdk's note that a value was removed or cut (with its _meta): kept as
+            # such, its value scrubbed; rendered with repr below, the note would be lost.
+            return AnnotatedValue(
+                self._value(key, value.value, text=text, depth=depth + 1), value.metadata
+            )
         if isinstance(value, list | tuple):
             items = [self._value(key, item, text=text, depth=depth + 1) for item in value]
             if isinstance(value, tuple):
@@ -302,15 +326,39 @@ class Scrubber:
         re.DOTALL,
     )
 
+    # The same without backslash escapes outside E'...': standard SQL, PostgreSQL's default
+    # and SQLite, where 'C:\' is a whole literal.
+    _SQL_LITERAL_STANDARD = re.compile(
+        r"""(?:[Ee]'(?:[^'\\]|''|\\.)*')|(?:[NnXxBb]?'(?:[^']|'')*')"""
+        r"""|(?:\$(?P<tag>\w*)\$.*?\$(?P=tag)\$)"""
+        r"""|(?<![\w$.:])-?(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w.])""",
+        re.DOTALL,
+    )
+
     def _scrub_sql(self, sql: str) -> str:
-        """String and numeric literals become ``%s``: ``WHERE password = 'x'`` leaks nothing."""
+        """String and numeric literals become ``%s``: ``WHERE password = 'x'`` leaks nothing.
+
+        Whether ``\\'`` ends a literal depends on the database (MySQL: no; PostgreSQL and
+        SQLite: yes), which the text does not say: read one way and then the other, the
+        reading that leaves no quote open wins; where both do, everything from the open
+        quote on goes."""
         if not self.enabled or not sql:
             return sql
-        return self._SQL_LITERAL.sub("%s", sql)
+        scrubbed = self._SQL_LITERAL.sub("%s", sql)
+        if "'" not in scrubbed:
+            return scrubbed
+        standard = self._SQL_LITERAL_STANDARD.sub("%s", sql)
+        if "'" not in standard:
+            return standard
+        return standard[: standard.index("'")] + "%s"
 
     # -- free text --------------------------------------------------------------------------
 
     _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
+    _COOKIE_LINE = re.compile(
+        r"(?P<head>(?:^|(?<=[\r\n]))[ \t]*(?:set-)?cookie[ \t]*:[ \t]*)(?!\[Filtered\])[^\r\n]+",
+        re.IGNORECASE,
+    )
     _BEARER_HINT = re.compile(r"bearer|basic|digest", re.IGNORECASE)
     _BEARER = re.compile(r"\b(bearer|basic|digest)\s+([A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE)
 
@@ -321,6 +369,8 @@ class Scrubber:
         if ":" not in text and "=" not in text and not self._BEARER_HINT.search(text):
             return text  # the common case (a span name, a plain message) costs one scan
         text = self._URL_IN_TEXT.sub(lambda m: self.scrub_url(m.group(0)), text)
+        # A Cookie header's value is all its cookies, not just the first: to the line's end.
+        text = self._COOKIE_LINE.sub(rf"\g<head>{FILTERED}", text)
         text = self._kv_re.sub(self._replace_kv, text)
         return self._BEARER.sub(_replace_credentials, text)
 
@@ -390,13 +440,15 @@ class Scrubber:
                 return self.scrub_query(value)
             if kind == _SQL:
                 return self.scrub_sql(value)
+            if kind == _STRUCTURED:
+                return self._scrub_structured(value)
             return value
         sensitive = kind in (_SENSITIVE, _TEXT_SENSITIVE)
         if isinstance(value, bool | int | float):
             return FILTERED if sensitive and not _is_token_count(key, value) else value
         if sensitive:
             return self._filtered_like(value)
-        return self._value(key, value, text=False, depth=1)
+        return self._value(key, value, text=kind in (_TEXT, _STRUCTURED), depth=1)
 
     def _attribute_kind(self, key: str) -> int:
         kind = self._attribute_kinds.get(key)
@@ -416,11 +468,29 @@ class Scrubber:
             return _SENSITIVE
         if key in URL_ATTRIBUTES:
             return _URL
+        if key.startswith(STRUCTURED_PREFIXES):
+            return _URL if key.rsplit(".", 1)[-1].lower() in URL_ATTRIBUTES else _STRUCTURED
+        if key.startswith(HEADER_PREFIXES):
+            return _TEXT
         if key in QUERY_ATTRIBUTES:
             return _QUERY
         if key in SQL_ATTRIBUTES:
             return _SQL
         return _PLAIN
+
+    def _scrub_structured(self, value: str) -> str:
+        """A value the application handed to otel_bridge.context: text, or nested data as
+        JSON, scrubbed key by key as scrub_event scrubs a context (and as JSON again)."""
+        if value[:1] not in ("{", "["):
+            return self.scrub_text(value)
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return self.scrub_text(value)
+        scrubbed = self._value("", data, text=True, depth=1)
+        if scrubbed == data:
+            return value
+        return json.dumps(scrubbed, default=str, sort_keys=True)
 
     # -- Sentry events ----------------------------------------------------------------------
 
@@ -553,6 +623,9 @@ class Scrubber:
                 k: ({**attributes[k], "value": v} if k in wrapped else v)
                 for k, v in scrubbed.items()
             }
+            body = log.get("body")
+            if isinstance(body, str):
+                log["body"] = _without_filtered_parameters(body, plain, scrubbed)
         return log
 
     def scrub_log_record(self, record: Any) -> None:
@@ -613,6 +686,23 @@ def install_log_scrubbing(logger_provider: Any, scrubber: Scrubber) -> bool:
             processor = ScrubbingLogRecordProcessor(scrubber)
             multi._log_record_processors = (processor, *existing)  # type: ignore[union-attr]
     return True
+
+
+_PARAMETER_PREFIX = "sentry.message.parameter."
+
+
+def _without_filtered_parameters(
+    body: str, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> str:
+    """A Sentry log's body is its template formatted with its parameters: the value of a
+    parameter filtered by its name (``{password}``) is taken out of the body too."""
+    for key, value in before.items():
+        if not key.startswith(_PARAMETER_PREFIX) or after.get(key) != FILTERED:
+            continue
+        text = str(value)
+        if text and text != FILTERED:
+            body = body.replace(text, FILTERED)
+    return body
 
 
 def _is_token_count(key: str, value: Any) -> bool:

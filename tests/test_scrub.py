@@ -120,6 +120,17 @@ def test_scrub_query_keeps_other_parameters(scrubber: Scrubber) -> None:
         ),
         (f"SELECT $tag${CANARY}$tag$, $1, %s, :name", "SELECT %s, $1, %s, :name"),
         (f"SELECT E'\\'{CANARY}' FROM t LIMIT 21", "SELECT %s FROM t LIMIT %s"),
+        # a backslash ends a literal in PostgreSQL and SQLite, escapes a quote in MySQL
+        (
+            f"SELECT 1 FROM f WHERE dir = 'C:\\' AND password = '{CANARY}'",
+            "SELECT %s FROM f WHERE dir = %s AND password = %s",
+        ),
+        (
+            f"SELECT 1 FROM f WHERE a = 'it\\'s' AND password = '{CANARY}'",
+            "SELECT %s FROM f WHERE a = %s AND password = %s",
+        ),
+        # cut off inside a literal (a truncated statement): from the open quote on, gone
+        (f"SELECT 1 FROM f WHERE password = '{CANARY}", "SELECT %s FROM f WHERE password = %s"),
         (
             "SELECT col1 FROM table_2 WHERE x IN (1, 2, 0x1F)",
             "SELECT col1 FROM table_2 WHERE x IN (%s, %s, %s)",
@@ -148,6 +159,13 @@ def test_scrub_sql_replaces_literals(scrubber: Scrubber, sql: str, expected: str
         "Authorization: Basic dXNlcjpwYXNz",
         "retrying with basic dXNlcjpwYXNz after 401",
         "digest 8f14e45fceea167a5a36dedd4bea2543 rejected",
+        # values as Python and JSON render them: bytes, lists, nested mappings, escapes
+        f"bad payload {{'password': b'{CANARY}'}}",
+        f"config {{'api_keys': ['{CANARY}', 'k-456']}}",
+        f"config {{'secret': {{'value': '{CANARY}'}}}}",
+        f"Credentials(user='bob', password=('{CANARY}', 1))",
+        f'{{"password": "hun\\"ter2-{CANARY}"}}',
+        f"GET / HTTP/1.1\r\nCookie: lang=en; tracking_uid={CANARY}\r\nHost: x",
     ],
 )
 def test_scrub_text_masks_secrets(scrubber: Scrubber, text: str) -> None:
@@ -668,3 +686,81 @@ def test_a_span_with_clean_sequences_and_events_is_passed_on_as_is() -> None:
     assert copy.events[0] is secret.events[0]
     assert copy.events[1].attributes == {"app.password": FILTERED}
     assert secret.events[1].attributes == {"app.password": "hunter2"}
+
+
+def test_a_cookie_line_is_filtered_to_its_end_and_the_next_line_kept(scrubber: Scrubber) -> None:
+    text = f"GET / HTTP/1.1\r\nCookie: lang=en; uid={CANARY}\r\nHost: shop"
+    assert scrubber.scrub_text(text) == "GET / HTTP/1.1\r\nCookie: [Filtered]\r\nHost: shop"
+
+
+def test_nested_context_and_breadcrumb_data_are_scrubbed_before_every_exporter() -> None:
+    # otel_bridge.context stores nested data as JSON text under keys that are not sensitive
+    # themselves ("sentry.context.payment.gateway"): the keys inside must still count.
+    from otel_bridge import context
+    from otel_bridge.context import sentry_fields_from_spans
+
+    inner = InMemorySpanExporter()
+    provider = _provider(SimpleSpanProcessor(ScrubbingSpanExporter(inner, Scrubber())))
+    with provider.get_tracer("t").start_as_current_span("checkout") as span:
+        context.set_context("payment", {"gateway": {"api_key": CANARY, "name": "psp"}})
+        context.add_breadcrumb(
+            "called psp",
+            data={
+                "url": f"https://bob:{CANARY}@psp.example/v1?token={CANARY}&page=2",
+                "request": {"authorization": f"Bearer {CANARY}"},
+                "note": f"retry with password={CANARY}",
+            },
+        )
+        span.set_attribute("http.request.header.referer", (f"https://shop/reset?token={CANARY}",))
+    [exported] = inner.get_finished_spans()
+    _assert_clean([exported])
+    fields = sentry_fields_from_spans([exported], send_default_pii=False)
+    assert fields["contexts"]["payment"] == {"gateway": {"api_key": FILTERED, "name": "psp"}}
+    crumb = dict(exported.events[0].attributes or {})
+    assert crumb["breadcrumb.data.url"] == (
+        "https://[Filtered]:[Filtered]@psp.example/v1?token=[Filtered]&page=2"
+    )
+    assert json.loads(str(crumb["breadcrumb.data.request"])) == {"authorization": FILTERED}
+    assert dict(exported.attributes or {})["http.request.header.referer"] == (
+        "https://shop/reset?token=[Filtered]",
+    )
+
+
+def test_a_sentry_log_body_loses_the_value_of_a_filtered_parameter(ingest) -> None:
+    from sentry_sdk import logger as sentry_logger
+
+    hooks = SentryScrubHooks(Scrubber())
+    sentry_sdk.init(
+        dsn=ingest.dsn, default_integrations=False, enable_logs=True, **hooks.init_kwargs()
+    )
+    try:
+        sentry_logger.warning("login failed for {user} with {password}", user="u", password=CANARY)
+        sentry_sdk.flush(timeout=10)
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+    [payload] = ingest.wait_for_items("log")
+    [entry] = payload["items"]
+    assert entry["body"] == "login failed for u with [Filtered]"
+    assert entry["attributes"]["sentry.message.parameter.password"]["value"] == FILTERED
+    assert all(CANARY.encode() not in i.payload for e in ingest.received for i in e.items)
+
+
+def test_bytes_in_log_attributes_are_scrubbed_as_text(scrubber: Scrubber) -> None:
+    log = {"body": "x", "attributes": {"raw_body": f"password={CANARY}&u=1".encode()}}
+    assert scrubber.scrub_log(log)["attributes"]["raw_body"] == b"password=[Filtered]&u=1"
+    clean = b"plain bytes"
+    assert scrubber.scrub_log({"attributes": {"b": clean}})["attributes"]["b"] is clean
+
+
+def test_sentry_sdk_annotated_values_keep_their_note(scrubber: Scrubber) -> None:
+    # Django's request extractor marks a raw or oversized body as removed; sentry-sdk turns
+    # the mark into `_meta` when it serialises the event.
+    from sentry_sdk._types import AnnotatedValue
+    from sentry_sdk.serializer import serialize
+
+    removed = AnnotatedValue.removed_because_raw_data()
+    event = {"request": {"url": "https://shop/upload", "data": removed}}
+    serialized = serialize(scrubber.scrub_event(event))
+    assert serialized["request"]["data"] == ""
+    assert serialized["_meta"]["request"]["data"] == {"": {"rem": [["!raw", "x"]]}}
