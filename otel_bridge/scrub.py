@@ -356,7 +356,7 @@ class Scrubber:
 
     _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
     _COOKIE_LINE = re.compile(
-        r"(?P<head>(?:^|(?<=[\r\n]))[ \t]*(?:set-)?cookie[ \t]*:[ \t]*)(?!\[Filtered\])[^\r\n]+",
+        r"(?P<head>(?<![\w-])(?:set-)?cookie[ \t]*:[ \t]*)(?!\[Filtered\])[^\r\n]+",
         re.IGNORECASE,
     )
     _BEARER_HINT = re.compile(r"bearer|basic|digest", re.IGNORECASE)
@@ -369,7 +369,8 @@ class Scrubber:
         if ":" not in text and "=" not in text and not self._BEARER_HINT.search(text):
             return text  # the common case (a span name, a plain message) costs one scan
         text = self._URL_IN_TEXT.sub(lambda m: self.scrub_url(m.group(0)), text)
-        # A Cookie header's value is all its cookies, not just the first: to the line's end.
+        # A Cookie header's value is all its cookies, not just the first: to the line's end
+        # (a sentence that says "cookie:" loses its end too, which is the safe mistake).
         text = self._COOKIE_LINE.sub(rf"\g<head>{FILTERED}", text)
         text = self._kv_re.sub(self._replace_kv, text)
         return self._BEARER.sub(_replace_credentials, text)

@@ -166,6 +166,7 @@ def test_scrub_sql_replaces_literals(scrubber: Scrubber, sql: str, expected: str
         f"Credentials(user='bob', password=('{CANARY}', 1))",
         f'{{"password": "hun\\"ter2-{CANARY}"}}',
         f"GET / HTTP/1.1\r\nCookie: lang=en; tracking_uid={CANARY}\r\nHost: x",
+        f"request headers: Cookie: lang=en; tracking_uid={CANARY}",
     ],
 )
 def test_scrub_text_masks_secrets(scrubber: Scrubber, text: str) -> None:
