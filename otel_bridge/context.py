@@ -39,6 +39,8 @@ from otel_bridge.span_attributes import span_attributes
 
 TAG_PREFIX = "sentry.tag."
 CONTEXT_PREFIX = "sentry.context."
+USER_PREFIX = "user."
+BREADCRUMB_DATA_PREFIX = "breadcrumb.data."
 FINGERPRINT_ATTRIBUTE = "sentry.fingerprint"
 BREADCRUMB_EVENT = "breadcrumb"
 MESSAGE_EVENT = "message"
@@ -103,7 +105,7 @@ def set_user(
         attributes["user.name"] = username
     if ip_address is not None:
         attributes["client.address"] = ip_address
-    attributes.update(_flatten("user.", extra))
+    attributes.update(_flatten(USER_PREFIX, extra))
     trace.get_current_span().set_attributes(attributes)
     user = {"id": None if id is None else str(id), "email": email, "username": username}
     user["ip_address"] = ip_address
@@ -148,7 +150,7 @@ def add_breadcrumb(
     }
     if category is not None:
         attributes["breadcrumb.category"] = category
-    attributes.update(_flatten("breadcrumb.data.", data or {}))
+    attributes.update(_flatten(BREADCRUMB_DATA_PREFIX, data or {}))
     trace.get_current_span().add_event(BREADCRUMB_EVENT, attributes)
     sentry_sdk.add_breadcrumb(
         message=message, category=category, level=level, data=dict(data or {}), type=type
@@ -213,7 +215,7 @@ def sentry_tag(key: str, value: Any) -> tuple[str, str] | None:
 # sentry.sample_rand and sentry.sample_rate, which make no field but sent the root through
 # the whole search (the search cost 66K instructions per request of the shop, counted by
 # callgrind on 2026-11-23; these prefixes took 32K of it off).
-_FIELD_PREFIXES = ("user.", "enduser.", TAG_PREFIX, CONTEXT_PREFIX, FINGERPRINT_ATTRIBUTE)
+_FIELD_PREFIXES = (USER_PREFIX, "enduser.", TAG_PREFIX, CONTEXT_PREFIX, FINGERPRINT_ATTRIBUTE)
 
 
 def sentry_fields_from_attributes(
@@ -239,7 +241,7 @@ def sentry_fields_from_attributes(
         prefixed = True
         if key in _USER_FIELDS:
             user.setdefault(_USER_FIELDS[key], value)
-        elif key.startswith("user.") and len(key) > 5:
+        elif key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
             user.setdefault(key[5:], list(value) if isinstance(value, tuple) else value)
         elif key.startswith(TAG_PREFIX):
             tag = sentry_tag(key[len(TAG_PREFIX) :], value)
@@ -248,7 +250,7 @@ def sentry_fields_from_attributes(
         elif key.startswith(CONTEXT_PREFIX):
             name, _, field = key[len(CONTEXT_PREFIX) :].partition(".")
             if name and field and name not in _RESERVED_CONTEXTS:
-                contexts.setdefault(name, {})[field] = _context_value(value)
+                contexts.setdefault(name, {})[field] = context_value(value)
         elif key == FINGERPRINT_ATTRIBUTE:
             fingerprint = [value] if isinstance(value, str) else [str(v) for v in value]
     if not prefixed and not send_default_pii and not tag_keys:
@@ -280,7 +282,9 @@ def sentry_fields_from_attributes(
     return fields
 
 
-def _context_value(value: Any) -> Any:
+def context_value(value: Any) -> Any:
+    """An attribute value written by this module as the application gave it: nested data
+    back from its JSON text, sequences as lists, anything else as it is."""
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, str) and value[:1] in ("{", "["):
@@ -365,9 +369,9 @@ def breadcrumbs_from_span_events(
 def _breadcrumb(name: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
     if name == BREADCRUMB_EVENT:
         data = {
-            key[len("breadcrumb.data.") :]: _context_value(value)
+            key[len(BREADCRUMB_DATA_PREFIX) :]: context_value(value)
             for key, value in attributes.items()
-            if key.startswith("breadcrumb.data.")
+            if key.startswith(BREADCRUMB_DATA_PREFIX)
         }
         crumb: dict[str, Any] = {
             "type": attributes.get("breadcrumb.type", "default"),
@@ -388,7 +392,7 @@ def _breadcrumb(name: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
         }
     crumb = {"type": "default", "category": "otel.event", "level": "info", "message": name}
     if attributes:
-        crumb["data"] = {k: _context_value(v) for k, v in attributes.items()}
+        crumb["data"] = {k: context_value(v) for k, v in attributes.items()}
     return crumb
 
 

@@ -25,6 +25,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 from sentry_sdk._types import AnnotatedValue
 
+from otel_bridge.context import (
+    BREADCRUMB_DATA_PREFIX,
+    CONTEXT_PREFIX,
+    TAG_PREFIX,
+    USER_PREFIX,
+    context_value,
+)
 from otel_bridge.span_attributes import attributes_view, events_view
 
 if TYPE_CHECKING:
@@ -86,8 +93,8 @@ _PII_HEADERS = frozenset({"x_forwarded_for", "x_real_ip", "forwarded", "remote_a
 HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 # Where otel_bridge.context writes what the application hands to set_context, set_tags,
 # set_user and add_breadcrumb: nested data arrives there as JSON text, to be scrubbed as
-# the data it is (sentry_fields_from_spans turns it back into structure for Sentry).
-STRUCTURED_PREFIXES = ("sentry.context.", "sentry.tag.", "breadcrumb.data.", "user.")
+# the data it is (context_value turns it back into structure for Sentry).
+STRUCTURED_PREFIXES = (CONTEXT_PREFIX, TAG_PREFIX, BREADCRUMB_DATA_PREFIX, USER_PREFIX)
 
 _MAX_DEPTH = 20
 
@@ -482,11 +489,8 @@ class Scrubber:
     def _scrub_structured(self, value: str) -> str:
         """A value the application handed to otel_bridge.context: text, or nested data as
         JSON, scrubbed key by key as scrub_event scrubs a context (and as JSON again)."""
-        if value[:1] not in ("{", "["):
-            return self.scrub_text(value)
-        try:
-            data = json.loads(value)
-        except ValueError:
+        data = context_value(value)
+        if isinstance(data, str):
             return self.scrub_text(value)
         scrubbed = self._value("", data, text=True, depth=1)
         if scrubbed == data:
