@@ -54,7 +54,18 @@ DEFAULT_KEYS: tuple[str, ...] = (
     "session",
     "csrf",
     "private_key",
+    # the rest of sentry-sdk's DEFAULT_DENYLIST that the ones above do not already contain
+    "credential",
+    "privatekey",
+    "mysql_pwd",
+    "xsrf",
+    "phpsessid",
+    "connect.sid",
+    "symfony",
 )
+# Keys sensitive only as a whole (or as the last part of a dotted name): as a substring,
+# sentry-sdk's "auth" would also filter "author" and "oauth_provider".
+WHOLE_WORD_KEYS: tuple[str, ...] = ("auth",)
 
 # Attribute conventions, old and stable names both.
 URL_ATTRIBUTES = frozenset({"url.full", "http.url", "http.target", "url.original", "url"})
@@ -136,6 +147,34 @@ def _remembering(scrub: Callable[[str], str]) -> Callable[[str], str]:
     return remembering
 
 
+_CLOSING = {"[": "]", "{": "}", "(": ")"}
+_BRACKET_OR_QUOTE = re.compile(r"[\[\]{}()'\"]")
+_QUOTED_REST = {"'": re.compile(r"(?:[^'\\]|\\.)*'"), '"': re.compile(r'(?:[^"\\]|\\.)*"')}
+
+
+def _bracketed_end(text: str, start: int) -> int:
+    """Where the bracket opened at ``start`` is closed (the index after it), skipping quoted
+    strings with their escapes; the end of ``text`` if it never is. A closing bracket of
+    the wrong kind is passed over, so a malformed value is filtered further, not less."""
+    expected = [_CLOSING[text[start]]]
+    position = start + 1
+    while (found := _BRACKET_OR_QUOTE.search(text, position)) is not None:
+        char = found.group()
+        position = found.end()
+        if char in _QUOTED_REST:
+            rest = _QUOTED_REST[char].match(text, position)
+            if rest is None:  # a quote left open: the rest of the text is inside it
+                return len(text)
+            position = rest.end()
+        elif char in _CLOSING:
+            expected.append(_CLOSING[char])
+        elif char == expected[-1]:
+            expected.pop()
+            if not expected:
+                return position
+    return len(text)
+
+
 def _replace_credentials(match: re.Match[str]) -> str:
     token = match.group(2)
     # An ordinary word after "basic", "bearer" or "digest" ("the digest template is
@@ -164,17 +203,21 @@ class Scrubber:
         self.keys: tuple[str, ...] = tuple(
             dict.fromkeys(_normalise(k) for k in (*DEFAULT_KEYS, *extra_keys) if k.strip())
         )
-        words = _key_regex(self.keys)
+        whole_words = "|".join(
+            rf"(?<![\w.\-\[\]]){re.escape(word)}(?![\w.\-\[\]])" for word in WHOLE_WORD_KEYS
+        )
+        words = f"{_key_regex(self.keys)}|{whole_words}"
         key_chars = r"[\w.\-\[\]]"
         self._kv_re = re.compile(
             rf"(?P<key>{key_chars}{{0,64}}(?:{words}){key_chars}{{0,64}})(?P<close>[\"']?)(?P<sep>\s*[:=]\s*)"
             r"(?!(?<=:)//)"  # "token://host" is a URL's scheme, not a key and its value
             r"(?P<value>\[Filtered\]|(?:bearer|basic|digest|token)\s+[^\s,;&\"']+"
-            # quoted (Python's b'' and r'' too, escaped quotes inside), a list, mapping or
-            # tuple as Python or JSON write one, then quoted but cut off (a truncated
-            # message), then bare
+            # quoted (Python's b'' and r'' too, escaped quotes inside); a list, mapping or
+            # tuple as Python or JSON write one, by its opening bracket alone (its end, at any
+            # depth, is found by _bracketed_end); quoted but cut off (a truncated message);
+            # bare
             r"|[bBrRuU]?\"(?:[^\"\\]|\\.)*\"|[bBrRuU]?'(?:[^'\\]|\\.)*'"
-            r"|\[[^\[\]]*\]|\{[^{}]*\}|\([^()]*\)"
+            r"|(?P<open>[\[{(])"
             r"|\"[^\"\s,;]*|'[^'\s,;]*|[^\s&,;\"'}\])<>]+)",
             re.IGNORECASE,
         )
@@ -197,6 +240,8 @@ class Scrubber:
 
     def _is_sensitive_key(self, key: str) -> bool:
         normalised = _normalise(key)
+        if normalised.rpartition(".")[2] in WHOLE_WORD_KEYS:
+            return True
         return any(word in normalised for word in self.keys)
 
     # -- mappings ---------------------------------------------------------------------------
@@ -321,7 +366,7 @@ class Scrubber:
             return f"{match['scheme']}{credentials}@"
 
         url = self._URL_USERINFO.sub(userinfo, url, count=1)
-        url = self._kv_re.sub(self._replace_kv, url)
+        url = self._filter_labelled_values(url)
         return self._BEARER.sub(_replace_credentials, url)
 
     # -- SQL --------------------------------------------------------------------------------
@@ -379,8 +424,28 @@ class Scrubber:
         # A Cookie header's value is all its cookies, not just the first: to the line's end
         # (a sentence that says "cookie:" loses its end too, which is the safe mistake).
         text = self._COOKIE_LINE.sub(rf"\g<head>{FILTERED}", text)
-        text = self._kv_re.sub(self._replace_kv, text)
+        text = self._filter_labelled_values(text)
         return self._BEARER.sub(_replace_credentials, text)
+
+    def _filter_labelled_values(self, text: str) -> str:
+        """``re.sub`` with :meth:`_replace_kv`, except that a value opening a bracket is
+        filtered up to the bracket that closes it, however deep it nests (a pattern cannot
+        count brackets), or to the end of the text where none does (a cut-off message)."""
+        pieces: list[str] = []
+        position = 0
+        while (match := self._kv_re.search(text, position)) is not None:
+            pieces.append(text[position : match.start()])
+            if match.group("open") is None:
+                pieces.append(self._replace_kv(match))
+                position = match.end()
+            else:
+                pieces.append(match.group("key") + match.group("close") + match.group("sep"))
+                pieces.append(FILTERED)
+                position = _bracketed_end(text, match.start("open"))
+        if not pieces:
+            return text
+        pieces.append(text[position:])
+        return "".join(pieces)
 
     @staticmethod
     def _replace_kv(match: re.Match[str]) -> str:

@@ -46,11 +46,31 @@ def test_every_default_key_is_filtered_as_substring_any_case(scrubber: Scrubber,
     "spelling", ["api-key", "Api_Key", "X-API-KEY", "private-key", "PRIVATEKEY"]
 )
 def test_dash_and_underscore_spellings(scrubber: Scrubber, spelling: str) -> None:
-    if spelling == "PRIVATEKEY":
-        # without a separator only the listed spelling matches: private_key, not privatekey
-        assert scrubber.scrub_mapping({spelling: CANARY})[spelling] == CANARY
-        return
     assert scrubber.scrub_mapping({spelling: CANARY})[spelling] == FILTERED
+
+
+def test_every_key_of_sentry_sdks_denylist_is_filtered(scrubber: Scrubber) -> None:
+    # Users coming from sentry-sdk keep what its EventScrubber filters; x_forwarded_for is
+    # personal data here, kept with OTEL_BRIDGE_SEND_DEFAULT_PII (see PII_ATTRIBUTES).
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST
+
+    keys = [key for key in DEFAULT_DENYLIST if key != "x_forwarded_for"]
+    result = scrubber.scrub_mapping({key: CANARY for key in keys})
+    assert result == {key: FILTERED for key in keys}
+    text = " ".join(f"{key}={CANARY}" for key in keys)
+    assert CANARY not in scrubber.scrub_text(text)
+
+
+def test_auth_is_a_key_only_as_a_whole_word(scrubber: Scrubber) -> None:
+    data = {"auth": CANARY, "http.request.header.auth": CANARY, "author": "bob",
+            "oauth_provider": "github"}
+    assert scrubber.scrub_mapping(data) == {
+        "auth": FILTERED, "http.request.header.auth": FILTERED, "author": "bob",
+        "oauth_provider": "github",
+    }
+    assert scrubber.scrub_text(f"auth={CANARY} author=bob oauth=github") == (
+        f"auth={FILTERED} author=bob oauth=github"
+    )
 
 
 def test_scrub_mapping_is_recursive_and_copies(scrubber: Scrubber) -> None:
@@ -163,6 +183,11 @@ def test_scrub_sql_replaces_literals(scrubber: Scrubber, sql: str, expected: str
         f"bad payload {{'password': b'{CANARY}'}}",
         f"config {{'api_keys': ['{CANARY}', 'k-456']}}",
         f"config {{'secret': {{'value': '{CANARY}'}}}}",
+        f"config {{'secret': {{'a': {{'b': '{CANARY}'}}}}}}",
+        f"config {{'api_keys': [['k-1'], ['{CANARY}']]}}",
+        f'{{"credentials": {{"list": [{{"x": "{CANARY}"}}]}}}}',
+        f"password=({{'a': ')'}}, '{CANARY}')",
+        f"cut off: token={{'a': {{'b': '{CANARY}",
         f"Credentials(user='bob', password=('{CANARY}', 1))",
         f'{{"password": "hun\\"ter2-{CANARY}"}}',
         f"GET / HTTP/1.1\r\nCookie: lang=en; tracking_uid={CANARY}\r\nHost: x",
@@ -174,6 +199,13 @@ def test_scrub_text_masks_secrets(scrubber: Scrubber, text: str) -> None:
     assert CANARY not in result
     assert "dXNlcjpwYXNz" not in result and "8f14e45f" not in result
     assert FILTERED in result
+
+
+def test_scrub_text_filters_a_nested_value_whole_and_keeps_what_follows(
+    scrubber: Scrubber,
+) -> None:
+    text = "retry {'secret': {'a': {'b': 'x'}, 'c': ['y', ('z',)]}, 'order': 42} in 5s"
+    assert scrubber.scrub_text(text) == "retry {'secret': [Filtered], 'order': 42} in 5s"
 
 
 def test_scrub_text_leaves_ordinary_text(scrubber: Scrubber) -> None:
