@@ -190,6 +190,19 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_regex_list, default_doc="every URL",
     ),
     Setting(
+        "org_id", "SENTRY_ORG_ID", "string", None,
+        "This service's Sentry organization id (sentry-sdk's `org_id`), sent in the DSC as "
+        "`sentry-org_id`. An incoming trace whose baggage names another organization is not "
+        "continued: a new trace starts.",
+        _parse_str, default_doc="from the DSN's host (`o123.ingest.sentry.io`)",
+    ),
+    Setting(
+        "strict_trace_continuation", "SENTRY_STRICT_TRACE_CONTINUATION", "bool", False,
+        "Continue an incoming trace only when its organization id and this service's are "
+        "both known and equal (sentry-sdk's `strict_trace_continuation`).",
+        _parse_bool,
+    ),
+    Setting(
         "enable_logs", "SENTRY_ENABLE_LOGS", "bool", False,
         "Send log records to Sentry Logs (`log` envelope items).",
         _parse_bool,
@@ -398,6 +411,8 @@ class BridgeConfig:
     debug: bool = False
     send_default_pii: bool = False
     trace_propagation_targets: tuple[str, ...] | None = None
+    org_id: str | None = None
+    strict_trace_continuation: bool = False
     enable_logs: bool = False
     span_errors: str = "server"
     django_errors: str = "lean"
@@ -419,6 +434,17 @@ class BridgeConfig:
     django_commands_exclude: tuple[str, ...] = _DEFAULT_UNTRACED_COMMANDS
     cron_monitors: tuple[str, ...] = ()
     problems: tuple[ConfigProblem, ...] = field(default=(), compare=False)
+
+    def effective_org_id(self) -> str | None:
+        """SENTRY_ORG_ID, else the one in the DSN's host, as sentry-sdk reads it."""
+        if self.org_id is not None:
+            return self.org_id
+        if not self.dsn:
+            return None
+        from sentry_sdk.utils import Dsn
+
+        org_id: str | None = Dsn(self.dsn).org_id
+        return org_id
 
     def effective_sample_rate(self, environ: Mapping[str, str] | None = None) -> float:
         """SENTRY_TRACES_SAMPLE_RATE, else the rate an OTEL_TRACES_SAMPLER name sets

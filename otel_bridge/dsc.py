@@ -163,6 +163,7 @@ def build_dsc(
     environment: str | None,
     transaction: str | None,
     transaction_source: str | None,
+    org_id: str | None = None,
 ) -> dict[str, str]:
     dsc = {
         "trace_id": f"{trace_id:032x}",
@@ -172,6 +173,8 @@ def build_dsc(
     }
     if public_key:
         dsc["public_key"] = public_key
+    if org_id:
+        dsc["org_id"] = org_id
     if release:
         dsc["release"] = release
     if environment:
@@ -197,6 +200,16 @@ def backfill_incoming(
     if rand is not None:
         dsc["sample_rand"] = format_rand(rand)
     return dsc
+
+
+def upstream_decision(
+    ctx: context_api.Context | None, incoming: Mapping[str, str] | None, flag_sampled: bool
+) -> bool | None:
+    """What the sender decided, given the remote parent's sampled flag: None where its
+    ``sentry-trace`` carried no flag (deferred) and its DSC no ``sampled`` either."""
+    if context_api.get_value(DEFERRED_KEY, ctx) is not True:
+        return flag_sampled
+    return {"true": True, "false": False}.get((incoming or {}).get("sampled") or "")
 
 
 def serialize_dsc(dsc: Mapping[str, str]) -> str:
@@ -286,8 +299,12 @@ class LocalRootTracker(SpanProcessor):
         environment: str | None,
         sample_rate: float,
         max_traces: int = _MAX_TRACES,
+        org_id: str | None = None,
+        strict_trace_continuation: bool = False,
     ) -> None:
         self.public_key = public_key
+        self.org_id = org_id
+        self.strict_trace_continuation = strict_trace_continuation
         self.release = release
         self.environment = environment
         self.sample_rate = sample_rate
@@ -312,6 +329,8 @@ class LocalRootTracker(SpanProcessor):
             release=fields.get("release"),
             environment=fields.get("environment"),
             sample_rate=config.effective_sample_rate(),
+            org_id=config.effective_org_id(),
+            strict_trace_continuation=config.strict_trace_continuation,
         )
         set_active_tracker(tracker)
         return tracker
@@ -395,7 +414,13 @@ class LocalRootTracker(SpanProcessor):
         rand, rate = consistent_rand_rate(
             trace_id, sampled, rand, self.sample_rate if rate is None else rate
         )
-        frozen = _freeze(backfill_incoming(incoming, trace_id, sampled)) if incoming else None
+        frozen = (
+            _freeze(backfill_incoming(
+                incoming, trace_id, upstream_decision(parent_context, incoming, sampled)
+            ))
+            if incoming
+            else None
+        )
         span.set_attributes({ATTR_SAMPLE_RAND: rand, ATTR_SAMPLE_RATE: rate})
         return _TraceEntry(rand, rate, sampled, None, frozen)
 
@@ -447,7 +472,9 @@ class LocalRootTracker(SpanProcessor):
             incoming = incoming_dsc(ctx, trace_id)
             sampled = span_context.trace_flags.sampled
             if incoming is not None:
-                frozen = backfill_incoming(incoming, trace_id, sampled)
+                frozen = backfill_incoming(
+                    incoming, trace_id, upstream_decision(ctx, incoming, sampled)
+                )
             else:
                 if entry is None:
                     rand, rate = consistent_rand_rate(trace_id, sampled, None, self.sample_rate)
@@ -485,7 +512,21 @@ class LocalRootTracker(SpanProcessor):
             environment=self.environment,
             transaction=name[0] if name else None,
             transaction_source=name[1] if name else None,
+            org_id=self.org_id,
         )
+
+    def continues(self, incoming: Mapping[str, str] | None) -> bool:
+        """Whether a trace whose incoming DSC is ``incoming`` may be continued here: not when
+        it names another organization, nor (strict continuation) when only one side names
+        one. sentry-sdk's ``_should_continue_trace``: a trace from another organization
+        would otherwise carry its DSC, sampling and ids into this one's data."""
+        theirs = (incoming or {}).get("org_id")
+        ours = self.org_id
+        if theirs is not None and ours is not None:
+            return theirs == ours
+        if self.strict_trace_continuation:
+            return theirs is None and ours is None
+        return True
 
 
 def _transaction_of(root: ReadableSpan) -> tuple[str, str]:
@@ -534,6 +575,7 @@ def dsc_for_finished_root(
     environment: str | None,
     transaction: str | None,
     transaction_source: str | None,
+    org_id: str | None = None,
 ) -> dict[str, str]:
     """The envelope ``trace`` header of the transaction made from ``root``."""
     attrs: Mapping[str, Any] = span_attributes(root)
@@ -558,4 +600,5 @@ def dsc_for_finished_root(
         environment=environment,
         transaction=transaction,
         transaction_source=transaction_source,
+        org_id=org_id,
     )

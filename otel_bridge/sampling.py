@@ -26,7 +26,6 @@ from otel_bridge.dsc import (
     ATTR_DSC,
     ATTR_SAMPLE_RAND,
     ATTR_SAMPLE_RATE,
-    DEFERRED_KEY,
     LocalRootTracker,
     active_tracker,
     backfill_incoming,
@@ -38,6 +37,7 @@ from otel_bridge.dsc import (
     parse_unit,
     serialize_dsc,
     transaction_from_span,
+    upstream_decision,
 )
 from otel_bridge.span_attributes import IS_REMOTE, IS_VALID, SAMPLED, TRACE_FLAGS, TRACE_STATE
 
@@ -186,7 +186,9 @@ class BridgeSampler(Sampler):
             rand, rate = consistent_rand_rate(
                 trace_id, sampled, rand, rate if sender_rate is None else sender_rate
             )
-        frozen = backfill_incoming(incoming, trace_id, sampled) if incoming else None
+        # Back-filled from the sender's decision, not this service's: where the sender
+        # deferred, sentry-sdk draws from [0, 1), as the decision above just did.
+        frozen = backfill_incoming(incoming, trace_id, upstream) if incoming else None
         tracker = self._tracker or active_tracker()
         if tracker is not None:
             tracker.record_decision(
@@ -221,11 +223,8 @@ def _upstream_decision(
 ) -> bool | None:
     if not parent.is_valid:
         return None
-    if context_api.get_value(DEFERRED_KEY, parent_context) is not True:
-        return parent.trace_flags.sampled
     # sentry-trace without a flag: the frozen DSC may still carry the sender's decision.
-    sampled = (incoming or {}).get("sampled")
-    return {"true": True, "false": False}.get(sampled or "")
+    return upstream_decision(parent_context, incoming, parent.trace_flags.sampled)
 
 
 def _merged(attributes: Attributes, extra: dict[str, Any] | None) -> Attributes:

@@ -154,6 +154,10 @@ def start_sentry(runtime: Runtime, resource: Resource) -> bool:
         ],
         "disabled_integrations": disabled_integrations,
     }
+    if config.org_id is not None:
+        options["org_id"] = config.org_id
+    if config.strict_trace_continuation:
+        options["strict_trace_continuation"] = True
     if config.send_default_pii:
         # Only when asked: sentry-sdk 2.75 deprecates the option (None means False).
         options["send_default_pii"] = True

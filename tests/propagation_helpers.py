@@ -47,10 +47,12 @@ def rig(
     environment: str | None = "test",
     record_unsampled_clients: bool = False,
     max_traces: int = 4096,
+    org_id: str | None = None,
+    strict_trace_continuation: bool = False,
 ) -> Iterator[Rig]:
     tracker = LocalRootTracker(
         public_key=public_key, release=release, environment=environment, sample_rate=rate,
-        max_traces=max_traces,
+        max_traces=max_traces, org_id=org_id, strict_trace_continuation=strict_trace_continuation,
     )
     previous = active_tracker()
     set_active_tracker(tracker)

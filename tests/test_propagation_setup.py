@@ -39,6 +39,30 @@ def test_default_is_tracecontext_then_ours_owning_baggage() -> None:
     assert parts[1].fields == {"sentry-trace", "baggage"}  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("propagators", ["", "otel_bridge"])
+def test_an_oversized_tracestate_is_dropped_with_the_default_propagators_too(
+    propagators: str,
+) -> None:
+    # docs/propagation.md: over 512 characters it is dropped. With tracecontext first (the
+    # default), the state that propagator had parsed was reused unchecked and forwarded.
+    from opentelemetry.sdk.trace import TracerProvider
+
+    built = build_global_propagator(
+        BridgeConfig(), {"OTEL_PROPAGATORS": propagators} if propagators else {}
+    )
+    trace_id, span_id = "771a43a4192642f0b136d5159a501700", "b0e6f15b45c36b12"
+    small = "vendor=" + "x" * 40
+    big = ",".join(f"vendor{i:02d}=" + "x" * 40 for i in range(20))  # 999 characters
+    forwarded = []
+    for state in (small, big):
+        ctx = built.extract({"traceparent": f"00-{trace_id}-{span_id}-01", "tracestate": state})
+        with TracerProvider().get_tracer("t").start_as_current_span("child", context=ctx):
+            out: dict[str, str] = {}
+            built.inject(out)
+        forwarded.append(out.get("tracestate"))
+    assert forwarded == [small, None]
+
+
 def test_ours_alone_writes_traceparent_too() -> None:
     (ours,) = _inner({"OTEL_PROPAGATORS": "otel_bridge"})
     assert {"traceparent", "sentry-trace", "baggage"} <= ours.fields  # type: ignore[attr-defined]

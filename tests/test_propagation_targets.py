@@ -163,3 +163,29 @@ def test_user_listed_baggage_still_yields_one_header(
             context.detach(token)
             undo()
     _assert_trace_headers(traced.last(), root.get_span_context().trace_id, sampled=True)
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0])
+def test_a_hand_written_inject_under_a_server_span_with_a_url_is_not_gated(rate: float) -> None:
+    # The ASGI instrumentation (and WSGI without RAW_URI) puts the incoming URL on the SERVER
+    # span. It was matched against the targets, so a message sent from a request handler
+    # lost its headers (sampled) or kept them (unsampled) by where the request came from.
+    from opentelemetry import trace
+
+    propagator = build_global_propagator(
+        BridgeConfig(trace_propagation_targets=(r"^https://api\.internal/",)), {}
+    )
+    with rig(rate=rate, record_unsampled_clients=True) as r, r.tracer.start_as_current_span(
+        "GET /orders", kind=trace.SpanKind.SERVER,
+        attributes={"http.url": "https://shop.example.com/orders"},
+    ):
+        headers: dict[str, str] = {}
+        propagator.inject(headers)
+        with r.tracer.start_as_current_span(
+            "GET", kind=trace.SpanKind.CLIENT,
+            attributes={"http.url": "https://weather.example.com/today"},
+        ):
+            to_third_party: dict[str, str] = {}
+            propagator.inject(to_third_party)
+    assert set(TRACE_HEADERS) <= set(headers)
+    assert to_third_party == {}

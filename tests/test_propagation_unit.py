@@ -52,6 +52,22 @@ def test_sentry_trace_parses_the_three_forms() -> None:
     assert parse_sentry_trace(f" {TRACE}-{SPAN}\t").sampled is None  # type: ignore[union-attr]
 
 
+def test_a_sentry_trace_sent_twice_and_folded_by_the_server_is_read_from_its_first_value() -> None:
+    # wsgiref, gunicorn and Django join a repeated header with commas; sentry-sdk reads the
+    # first non-empty value. The whole trace was dropped.
+    from opentelemetry.instrumentation.wsgi import wsgi_getter
+
+    from otel_bridge.propagation.propagator import SentryBridgePropagator
+
+    folded = f"{TRACE}-{SPAN}-1,{OTHER_TRACE}-{SPAN}-0"
+    assert parse_sentry_trace(folded) == SentryTrace(int(TRACE, 16), int(SPAN, 16), True)
+    deferred = SentryTrace(int(TRACE, 16), int(SPAN, 16), None)
+    assert parse_sentry_trace(f" , {TRACE}-{SPAN}") == deferred
+    ctx = SentryBridgePropagator().extract({"HTTP_SENTRY_TRACE": folded}, getter=wsgi_getter)
+    assert trace.get_current_span(ctx).get_span_context().trace_id == int(TRACE, 16)
+    assert parse_sentry_trace(f"{TRACE}-{SPAN}-1," * 200) is None  # no endless splitting
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -326,6 +342,36 @@ def test_rate_zero_drops_and_still_propagates_unsampled() -> None:
     assert r.exporter.get_finished_spans() == ()
 
 
+@pytest.mark.parametrize("rate", [1.0, 0.3])
+def test_a_deferred_trace_forwards_the_sample_rand_sentry_sdk_draws_and_decides_with(
+    rate: float,
+) -> None:
+    # A sentry-sdk service outside a transaction sends sentry-trace without a flag and a DSC
+    # with a sample_rate and no sample_rand: every receiver must draw the same value from
+    # [0, 1), decide with it and forward it. It was drawn again from this service's own
+    # decision's range (0.235654 instead of 0.471308 at rate 1.0).
+    from sentry_sdk.tracing_utils import PropagationContext
+
+    headers = {
+        "sentry-trace": f"{TRACE}-{SPAN}",
+        "baggage": f"sentry-trace_id={TRACE},sentry-public_key=key,sentry-sample_rate=0.5",
+    }
+    incoming = PropagationContext.from_incoming_data(headers).baggage
+    assert incoming is not None
+    expected = incoming.sentry_items["sample_rand"]
+    with rig(rate=rate) as r:
+        token = context.attach(r.extract(headers))
+        try:
+            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
+                out = r.inject()
+        finally:
+            context.detach(token)
+    assert _values(out["baggage"])["sentry-sample_rand"] == expected
+    assert span.get_span_context().trace_flags.sampled is (float(expected) < rate)
+    if rate == 1.0:
+        assert span.attributes[ATTR_SAMPLE_RAND] == float(expected)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("headers", "rate", "sampled"),
     [
@@ -546,3 +592,68 @@ def test_ended_traces_are_remembered_outside_the_garbage_collector() -> None:
             with trace.use_span(trace.NonRecordingSpan(late)):
                 assert r.inject()["baggage"] == baggage
         open_trace.end()
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "strict", "continued"),
+    [
+        ("1", "999", False, False),  # another organization's trace: never continued
+        ("1", "1", False, True),
+        ("1", None, False, True),  # one side unknown: continued unless strict
+        (None, "999", False, True),
+        ("1", None, True, False),
+        (None, "999", True, False),
+        (None, None, True, True),
+        ("1", "1", True, True),
+    ],
+)
+def test_a_trace_of_another_organization_is_not_continued(
+    ours: str | None, theirs: str | None, strict: bool, continued: bool
+) -> None:
+    # sentry-sdk's _should_continue_trace (strict_trace_continuation): the foreign trace id,
+    # its DSC and its sampling decision were all carried into this organization's data.
+    dsc = f"sentry-trace_id={TRACE},sentry-public_key=theirs,sentry-sample_rand=0.9"
+    if theirs is not None:
+        dsc += f",sentry-org_id={theirs}"
+    headers = {
+        "traceparent": f"00-{TRACE}-{SPAN}-00",  # the tracecontext propagator reads it first
+        "sentry-trace": f"{TRACE}-{SPAN}-0",
+        "baggage": f"{dsc},user=42",
+    }
+    with rig(rate=1.0, org_id=ours, strict_trace_continuation=strict) as r:
+        token = context.attach(r.extract(headers))
+        try:
+            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
+                out = r.inject()
+        finally:
+            context.detach(token)
+    forwarded = _values(out["baggage"])
+    assert forwarded["user"] == "42"  # the application's own baggage goes on either way
+    if continued:
+        assert span.get_span_context().trace_id == int(TRACE, 16)
+        assert span.get_span_context().trace_flags.sampled is False
+        assert forwarded["sentry-public_key"] == "theirs"
+    else:
+        assert span.get_span_context().trace_id != int(TRACE, 16)
+        assert span.parent is None  # type: ignore[attr-defined]
+        assert span.get_span_context().trace_flags.sampled is True  # decided here, at 1.0
+        assert forwarded["sentry-public_key"] == "pk123"
+        assert forwarded.get("sentry-org_id") == ours
+
+
+def test_the_head_dsc_names_the_organization() -> None:
+    with rig(org_id="17") as r, r.tracer.start_as_current_span("job"):
+        assert _values(r.inject()["baggage"])["sentry-org_id"] == "17"
+    with rig() as r, r.tracer.start_as_current_span("job"):
+        assert "sentry-org_id" not in _values(r.inject()["baggage"])
+
+
+def test_the_organization_comes_from_sentry_org_id_else_the_dsn() -> None:
+    from otel_bridge.config import load_config
+
+    dsn = "https://key@o4504.ingest.us.sentry.io/42"
+    assert load_config({"SENTRY_DSN": dsn}).effective_org_id() == "4504"
+    assert load_config({"SENTRY_DSN": dsn, "SENTRY_ORG_ID": "7"}).effective_org_id() == "7"
+    assert load_config({"SENTRY_DSN": "http://key@127.0.0.1:9000/1"}).effective_org_id() is None
+    assert load_config({}).effective_org_id() is None
+    assert load_config({"SENTRY_STRICT_TRACE_CONTINUATION": "true"}).strict_trace_continuation

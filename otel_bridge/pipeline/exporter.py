@@ -95,6 +95,7 @@ class SentrySpanExporter(SpanExporter):
         self._warned_export_failure = False
         self._ingest = _ingest_address(self._config.dsn)
         self._public_key = Dsn(self._config.dsn).public_key if self._config.dsn else None
+        self._org_id = self._config.effective_org_id()
         self._scrubber = _scrubber(self._config)
         self._scrubbed_resource: tuple[Resource, dict[str, Any]] | None = None
         self.delivered_transactions = 0
@@ -196,6 +197,7 @@ class SentrySpanExporter(SpanExporter):
         dsc = dsc_for_finished_root(
             root,
             public_key=self._public_key,
+            org_id=self._org_id,
             release=resource_fields.get("release"),
             environment=resource_fields.get("environment"),
             transaction=name,

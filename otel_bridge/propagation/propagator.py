@@ -29,7 +29,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators import textmap
 from opentelemetry.trace.span import TraceState
 
-from otel_bridge.dsc import DEFERRED_KEY, INCOMING_DSC_KEY, current_dsc
+from otel_bridge.dsc import DEFERRED_KEY, INCOMING_DSC_KEY, active_tracker, current_dsc
 from otel_bridge.propagation.baggage import SENTRY_PREFIX, merge_baggage, parse_baggage, split_dsc
 from otel_bridge.propagation.sentry_trace import format_sentry_trace, parse_sentry_trace
 from otel_bridge.propagation.traceparent import format_traceparent, parse_traceparent
@@ -95,6 +95,15 @@ class SentryBridgePropagator(textmap.TextMapPropagator):
         own = dsc.get("trace_id")
         if own != f"{trace_id:032x}" and (own is not None or conflict):
             dsc = {}
+        tracker = active_tracker()
+        if tracker is not None and not tracker.continues(dsc):
+            # Another organization's trace (or, strictly, one whose organization is not
+            # known) is not continued: a new trace starts, also over the remote parent a
+            # tracecontext propagator may have set before this one.
+            _logger.debug("otel-bridge: incoming trace of another organization not continued")
+            ctx = trace.set_span_in_context(trace.INVALID_SPAN, ctx)
+            ctx = context_api.set_value(DEFERRED_KEY, None, ctx)
+            return context_api.set_value(INCOMING_DSC_KEY, None, ctx)
         span_context = trace.SpanContext(
             trace_id=trace_id,
             span_id=span_id,
@@ -118,7 +127,11 @@ class SentryBridgePropagator(textmap.TextMapPropagator):
         # A tracecontext propagator that ran before us already parsed it: reuse that.
         earlier = trace.get_current_span(ctx).get_span_context()
         if earlier.is_valid and earlier.trace_id == trace_id:
-            return earlier.trace_state
+            # That one keeps up to 32 members of any length: the size limit is still ours.
+            state = earlier.trace_state
+            if state and len(state.to_header()) > _MAX_TRACESTATE:
+                return None
+            return state
         headers = [h for h in getter.get(carrier, TRACESTATE) or [] if isinstance(h, str)]
         if not headers or sum(len(h) + 1 for h in headers) > _MAX_TRACESTATE + 1:
             return None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 # A well-formed header is 51 characters; anything much longer is not worth a regex run.
 _MAX_LENGTH = 128
+_MAX_FOLDED_LENGTH = 8 * _MAX_LENGTH
 _SENTRY_TRACE_RE = re.compile(r"[ \t]*([0-9a-f]{32})-([0-9a-f]{16})(?:-([01]))?[ \t]*")
 
 
@@ -23,7 +24,13 @@ class SentryTrace:
 
 
 def parse_sentry_trace(value: object) -> SentryTrace | None:
-    if not isinstance(value, str) or len(value) > _MAX_LENGTH:
+    if not isinstance(value, str):
+        return None
+    if "," in value and len(value) <= _MAX_FOLDED_LENGTH:
+        # A header sent twice, folded into one value by the server (RFC 9110, 5.3: WSGI
+        # servers do): the first non-empty one counts, as in sentry-sdk.
+        value = next((part for part in value.split(",") if part.strip()), "")
+    if len(value) > _MAX_LENGTH:
         return None
     match = _SENTRY_TRACE_RE.fullmatch(value)
     if match is None:

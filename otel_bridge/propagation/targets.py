@@ -19,7 +19,13 @@ _URL_ATTRIBUTES = ("url.full", "http.url")
 
 
 def url_of_current_span(context: Context | None) -> str | None:
+    """The URL of the outgoing request being sent, when the current span is its CLIENT
+    span. A SERVER span's URL is the incoming request's (the ASGI instrumentation, and WSGI
+    behind a server without ``RAW_URI``, set it): matched against the targets, it would
+    gate a hand-written ``inject()`` by where the request came from."""
     span = trace.get_current_span(context)
+    if getattr(span, "kind", None) is not trace.SpanKind.CLIENT:
+        return None
     attributes = getattr(span, "attributes", None)
     if not attributes:
         return None
