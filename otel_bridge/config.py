@@ -128,6 +128,19 @@ def _parse_cron_monitors(raw: str) -> tuple[str, ...]:
     return tuple(f"{name}={schedule}" for name, schedule in monitors.items())
 
 
+def _parse_timezone(raw: str) -> str | None:
+    from otel_bridge.schedules import check_timezone
+
+    name = raw.strip()
+    if not name:
+        return None
+    try:
+        check_timezone(name)
+    except ValueError as exc:
+        raise InvalidSetting(str(exc)) from None
+    return name
+
+
 _DEFAULT_UNTRACED_COMMANDS = (
     "runserver", "runserver_plus", "testserver", "runworker", "shell", "shell_plus",
     "dbshell", "check", "test",
@@ -331,6 +344,13 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_cron_monitors, default_doc="none",
     ),
     Setting(
+        "cron_timezone", "OTEL_BRIDGE_CRON_TIMEZONE", "tz database name", None,
+        "The timezone Sentry reads the crontabs of `OTEL_BRIDGE_CRON_MONITORS` in. A system "
+        "cron runs jobs in the host's local time: set it to the host's zone (say "
+        "`Europe/Berlin`), or `0 3 * * *` is expected at 03:00 UTC.",
+        _parse_timezone, default_doc="UTC (Sentry's default)",
+    ),
+    Setting(
         "tag_keys", "OTEL_BRIDGE_TAG_KEYS", "comma-separated keys", (),
         "Structured log keys and span attributes promoted to Sentry tags.",
         _parse_list, default_doc="none",
@@ -433,6 +453,7 @@ class BridgeConfig:
     fingerprint_rules: tuple[Any, ...] = ()
     django_commands_exclude: tuple[str, ...] = _DEFAULT_UNTRACED_COMMANDS
     cron_monitors: tuple[str, ...] = ()
+    cron_timezone: str | None = None
     problems: tuple[ConfigProblem, ...] = field(default=(), compare=False)
 
     def effective_org_id(self) -> str | None:

@@ -181,11 +181,11 @@ def _selection_section(effective: Mapping[str, str]) -> Section:
         names = ", ".join(f"{ep.name} ({_dist_label(ep)})" for ep in found) or "none"
         section.add(f"installed {what}s", names)
         if chosen is None:
-            fallback = "the default distro" if what == "distro" else "no configurator"
+            fallback = "the default distro is used" if what == "distro" else "none runs"
             section.add(
                 what, "none",
-                f"{variable}={wanted!r} matches no installed {what}: {fallback} is used "
-                "silently and otel-bridge is not configured" if wanted
+                f"{variable}={wanted!r} matches no installed {what}: {fallback}, "
+                "silently, and otel-bridge is not configured" if wanted is not None
                 else f"no {what} installed",
                 problem=True,
             )
@@ -338,16 +338,26 @@ def _instrumentor_status(entry_point: EntryPoint) -> tuple[str, str, bool]:
 
     dist = entry_point.dist
     conflict = get_dist_dependency_conflicts(dist) if dist is not None else None
-    if conflict is None:
-        try:
-            instrumentor = entry_point.load()()
-            conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
-        except ModuleNotFoundError as exc:
-            return "skipped", f"{exc.name or exc} is not installed", False
-        except Exception as exc:
-            return "fails", f"loading it raises {type(exc).__name__}: {exc}", True
     if conflict is not None:
         return "skipped", _conflict_text(conflict), bool(conflict.found or conflict.found_any)
+    try:
+        instrumentor = entry_point.load()()
+        declared = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
+    except ModuleNotFoundError as exc:
+        return "skipped", f"{exc.name or exc} is not installed", False
+    except Exception as exc:
+        return "fails", f"loading it raises {type(exc).__name__}: {exc}", True
+    # The loader checks only a distribution's `instruments` extra and then instruments with
+    # skip_dep_check=True: what the instrumentor itself declares is never compared with
+    # the versions installed. A library that is missing altogether still stops it (its
+    # import fails when it instruments), one of another version does not.
+    if declared is not None and not (declared.found or declared.found_any):
+        return "skipped", _conflict_text(declared), False
+    if declared is not None:
+        return "active", (
+            f"{_dist_label(entry_point)}; loaded although it declares "
+            f"{_conflict_text(declared)} (opentelemetry-instrument does not check that)"
+        ), False
     return "active", _dist_label(entry_point), False
 
 

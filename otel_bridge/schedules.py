@@ -8,6 +8,7 @@ expected.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -135,7 +136,7 @@ def build_monitor_config(
         return None
     for key, value in given.items():
         if key == "timezone":
-            _check_timezone(value)
+            check_timezone(value)
             continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{key} must be a whole number, got {value!r}")
@@ -145,19 +146,26 @@ def build_monitor_config(
     return {"schedule": parse_schedule(schedule), **given}
 
 
-def _check_timezone(name: object) -> None:
-    import zoneinfo
-
+def check_timezone(name: object) -> None:
+    """ValueError unless ``name`` is a timezone Sentry's monitors accept."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"timezone must be a tz database name, got {name!r}")
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        # A machine without a tz database (no tzdata package) cannot tell: Sentry will.
-        if zoneinfo.available_timezones():
-            raise ValueError(
-                f"timezone {name!r} is not a tz database name (e.g. 'Europe/Berlin', 'UTC')"
-            ) from None
+    known = _timezones_sentry_accepts()
+    # A machine without a tz database (no tzdata package) cannot tell: Sentry will.
+    if known and name not in known:
+        raise ValueError(
+            f"timezone {name!r} is not a tz database name (e.g. 'Europe/Berlin', 'UTC')"
+        )
+
+
+@functools.cache
+def _timezones_sentry_accepts() -> frozenset[str]:
+    """What Sentry's monitor validator accepts (``sentry.utils.dates.AVAILABLE_TIMEZONES``):
+    the tz database's names but ``Factory``. ``ZoneInfo`` also loads ``posixrules``,
+    ``posix/…`` and ``right/…``, which Sentry refuses, creating no monitor at all."""
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones() - {"Factory"})
 
 
 def slugify(name: str) -> str:

@@ -5,6 +5,7 @@ closed port."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,9 @@ def test_invalid_dsn_is_flagged_without_printing_it() -> None:
         ({"OTEL_BRIDGE_SAMPLING_RULES": "/health=2"}, "outside [0, 1]"),
         ({"OTEL_PYTHON_ID_GENERATOR": "xrayy"}, "no installed id generator"),
         ({"OTEL_TRACES_SAMPLER": "xray"}, "OTEL_TRACES_SAMPLER='xray' ignored"),
+        # set but empty: the loader matches no name with it (it said "none installed")
+        ({"OTEL_PYTHON_CONFIGURATOR": ""},
+         "OTEL_PYTHON_CONFIGURATOR='' matches no installed configurator"),
     ],
 )
 def test_problems_are_flagged(env: dict[str, str], expected: str) -> None:
@@ -81,6 +85,26 @@ def test_problems_are_flagged(env: dict[str, str], expected: str) -> None:
     run = doctor({**base, **env})
     assert run.returncode == 1, run.stdout
     assert any(expected in line for line in problem_lines(run)), run.stdout
+
+
+def test_an_instrumentation_is_shown_as_opentelemetry_instrument_loads_it(tmp_path: Path) -> None:
+    # Django reporting 4.1 where django_commands declares >= 4.2: the loader checks only a
+    # distribution's `instruments` extra (otel-bridge has none) and instruments with
+    # skip_dep_check=True, so it is active. The doctor said "skipped" and flagged a problem.
+    fake = tmp_path / "django-4.1.0.dist-info"
+    fake.mkdir()
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: Django\nVersion: 4.1.0\n")
+    run = doctor({"PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "shop.settings"})
+    line = next(line for line in run.stdout.splitlines() if "django_commands" in line)
+    assert "active" in line and "django 4.1.0" in line, run.stdout
+    assert not line.lstrip().startswith("!!")
+    wrapped = run_instrumented(
+        ["python", "-c", "from django.core.management.base import BaseCommand; "
+         "print(hasattr(BaseCommand.execute, '__wrapped__'))"],
+        {"PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "shop.settings"},
+        timeout=60,
+    )
+    assert wrapped.stdout.strip().splitlines()[-1] == "True", wrapped.stdout + wrapped.stderr
 
 
 def test_disabled_instrumentation_is_shown_as_disabled() -> None:

@@ -150,3 +150,12 @@ def test_docs_list_every_setting_exactly_as_generated() -> None:
     assert markdown_table() in text, "regenerate with: python -m otel_bridge.config"
     for setting in SETTINGS:
         assert f"`{setting.env}`" in text
+
+
+def test_cron_timezone_is_checked_as_sentry_checks_it() -> None:
+    assert load_config({"OTEL_BRIDGE_CRON_TIMEZONE": "Europe/Berlin"}).cron_timezone == (
+        "Europe/Berlin"
+    )
+    config = load_config({"OTEL_BRIDGE_CRON_TIMEZONE": "posix/Europe/Berlin"})
+    assert config.cron_timezone is None
+    assert [problem.env for problem in config.problems] == ["OTEL_BRIDGE_CRON_TIMEZONE"]

@@ -138,6 +138,11 @@ def test_monitor_config_options_need_a_schedule() -> None:
     ("options", "message"),
     [
         ({"timezone": "Not/AZone"}, "tz database name"),
+        # ZoneInfo loads these, Sentry's validator refuses them and creates no monitor
+        ({"timezone": "Factory"}, "tz database name"),
+        ({"timezone": "posixrules"}, "tz database name"),
+        ({"timezone": "posix/Europe/Berlin"}, "tz database name"),
+        ({"timezone": "right/UTC"}, "tz database name"),
         ({"max_runtime": 0}, "max_runtime must be 1-40320"),
         ({"checkin_margin": 50_000}, "checkin_margin must be 1-40320"),
         ({"failure_issue_threshold": 0}, "1-720"),

@@ -107,6 +107,27 @@ def test_cron_monitor_from_environment(
     assert finished["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
 
 
+def test_cron_monitors_from_environment_take_the_hosts_timezone(
+    ingest: RecordingIngest, plugin_env: dict[str, str]
+) -> None:
+    # A system cron runs `0 3 * * *` at 03:00 local time; without a timezone Sentry expects
+    # it at 03:00 UTC and flags every run of a non-UTC host as missed.
+    run = run_shop_command(
+        ["shop_report"],
+        {
+            "SENTRY_DSN": ingest.dsn,
+            "OTEL_BRIDGE_CRON_MONITORS": "shop_report=0 3 * * *",
+            "OTEL_BRIDGE_CRON_TIMEZONE": "Europe/Berlin",
+            **plugin_env,
+        },
+    )
+    assert run.returncode == 0, run.stderr
+    started, finished = ingest.wait_for_items("check_in", 2)
+    for check_in in (started, finished):
+        assert check_in["monitor_config"]["timezone"] == "Europe/Berlin"
+        assert check_in["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 3 * * *"}
+
+
 def test_failing_command_is_an_error_transaction_and_check_in(
     ingest: RecordingIngest, plugin_env: dict[str, str]
 ) -> None:

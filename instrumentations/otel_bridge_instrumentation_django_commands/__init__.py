@@ -34,6 +34,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from otel_bridge.crons import Monitor, build_monitor_config, parse_cron_monitors, slugify
+from otel_bridge.schedules import check_timezone
 from otel_bridge_instrumentation_django_commands.package import _instruments
 from otel_bridge_instrumentation_django_commands.version import __version__
 
@@ -48,6 +49,7 @@ _logger = logging.getLogger(__name__)
 
 EXCLUDE_ENV = "OTEL_BRIDGE_DJANGO_COMMANDS_EXCLUDE"
 MONITORS_ENV = "OTEL_BRIDGE_CRON_MONITORS"
+TIMEZONE_ENV = "OTEL_BRIDGE_CRON_TIMEZONE"
 
 # Servers and shells run for hours: one span for their whole life is no transaction anyone
 # wants (their requests are traced by the Django instrumentation). `test` would wrap a whole
@@ -98,6 +100,11 @@ def _from_config(attr: str, env: str, parse: Callable[[str], Any], default: Any)
         return default
 
 
+def _timezone(raw: str) -> str | None:
+    check_timezone(raw.strip())
+    return raw.strip()
+
+
 def _monitor_map(value: Any) -> dict[str, str]:
     """Command -> schedule from a mapping, ``(name, schedule)`` pairs or ``"name=schedule"``
     strings (how a config table may hold ``OTEL_BRIDGE_CRON_MONITORS``)."""
@@ -116,8 +123,9 @@ def _monitor_map(value: Any) -> dict[str, str]:
 class DjangoCommandsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces Django management commands; optionally sends Sentry check-ins for some.
 
-    ``instrument()`` accepts ``tracer_provider``, ``exclude_commands`` (names not traced)
-    and ``monitors`` (command name -> schedule), which win over the environment."""
+    ``instrument()`` accepts ``tracer_provider``, ``exclude_commands`` (names not traced),
+    ``monitors`` (command name -> schedule) and ``monitors_timezone`` (the crontabs'), which
+    win over the environment."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -135,12 +143,15 @@ class DjangoCommandsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         monitors = kwargs.get("monitors")
         if monitors is None:
             monitors = _from_config("cron_monitors", MONITORS_ENV, parse_cron_monitors, {})
+        timezone = kwargs.get("monitors_timezone")
+        if timezone is None:
+            timezone = _from_config("cron_timezone", TIMEZONE_ENV, _timezone, None)
         tracer = trace.get_tracer(
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )
         wrap_function_wrapper(
             BaseCommand, "execute",
-            _traced_execute(tracer, frozenset(exclude), _monitor_map(monitors)),
+            _traced_execute(tracer, frozenset(exclude), _monitor_map(monitors), timezone),
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -150,12 +161,15 @@ class DjangoCommandsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 def _traced_execute(
-    tracer: trace.Tracer, exclude: frozenset[str], monitors: Mapping[str, Any]
+    tracer: trace.Tracer,
+    exclude: frozenset[str],
+    monitors: Mapping[str, Any],
+    timezone: str | None = None,
 ) -> Callable[..., Any]:
     configs: dict[str, dict[str, Any] | None] = {}
     for name, schedule in monitors.items():
         try:
-            configs[name] = build_monitor_config(schedule)
+            configs[name] = build_monitor_config(schedule, timezone=timezone)
         except ValueError as exc:
             _logger.error("otel-bridge: cron monitor for %s ignored: %s", name, exc)
 
