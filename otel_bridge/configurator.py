@@ -125,7 +125,9 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         id_generator=id_generator_from_env(),
         sampler=build_sampler(config),
         resource=resource,
-        span_processors=[LocalRootProcessors(root_processors), *span_processors],
+        # The query recorder first: a root's on_end must reach it before the scope
+        # processor restores the scope the unit of work started in.
+        span_processors=[*span_processors, LocalRootProcessors(root_processors)],
         export_span_processor=export_processor,
         exporter_args_map={SentrySpanExporter: {"runtime": runtime}},
     )

@@ -17,12 +17,12 @@ from collections import OrderedDict, deque
 from datetime import datetime, timezone
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
+from sentry_sdk.scope import Scope
 from sentry_sdk.utils import datetime_from_isoformat
 
-from otel_bridge.span_attributes import IS_REMOTE, TRACE_ID, attributes_view
+from otel_bridge.span_attributes import IS_REMOTE, attributes_view
 
 QUERY_CATEGORY = "query"
 # sentry-sdk's default max_breadcrumbs: an event never carries more queries than that.
@@ -36,7 +36,13 @@ _STATEMENT_KEYS = ("db.query.text", "db.statement")
 
 
 class QueryBreadcrumbRecorder(SpanProcessor):
-    """Remembers the database spans of each trace until a local root of it ends."""
+    """Remembers the database spans of each unit of work until its local root ends.
+
+    A unit of work is told by its sentry-sdk isolation scope, the one its errors are
+    captured in (otel_bridge.scopes forks one per local root, sentry-sdk's integrations per
+    request): not by its trace, which concurrent requests of one page load share, each of
+    which must see only its own queries. Registered before the scope processor, so a root's
+    ``on_end`` still runs in its own scope."""
 
     def __init__(
         self,
@@ -45,21 +51,21 @@ class QueryBreadcrumbRecorder(SpanProcessor):
     ) -> None:
         self._max_per_trace = max_per_trace
         self._max_traces = max_traces
-        self._queries: OrderedDict[int, deque[ReadableSpan]] = OrderedDict()
+        # id(scope) -> (the scope, its queries): the scope is kept so that an id reused by a
+        # later scope is never taken for it.
+        self._queries: OrderedDict[int, tuple[Scope, deque[ReadableSpan]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
         # On the request thread, for every span: read behind the SDK's properties (see
         # otel_bridge/span_attributes.py).
-        context = span._context
-        if context is None:
+        if span._context is None:
             return
         parent = span._parent
         if parent is None or parent[IS_REMOTE]:
             # The unit of work is over: its errors have been captured.
             if self._queries:
-                with self._lock:
-                    self._queries.pop(context[TRACE_ID], None)
+                self._forget(Scope.get_isolation_scope())
             return
         # Database spans are CLIENT spans: the kind rules most spans out at once.
         if span._kind is not SpanKind.CLIENT:
@@ -69,20 +75,29 @@ class QueryBreadcrumbRecorder(SpanProcessor):
         attributes = attributes_view(span)
         if "db.system" not in attributes and "db.system.name" not in attributes:
             return
-        trace_id = context[TRACE_ID]
-        queries = self._queries.get(trace_id)
-        if queries is None:
+        scope = Scope.get_isolation_scope()
+        entry = self._queries.get(id(scope))
+        if entry is None or entry[0] is not scope:
             with self._lock:
-                queries = self._queries.get(trace_id)
-                if queries is None:
-                    queries = self._queries[trace_id] = deque(maxlen=self._max_per_trace)
+                entry = self._queries.get(id(scope))
+                if entry is None or entry[0] is not scope:
+                    entry = self._queries[id(scope)] = (scope, deque(maxlen=self._max_per_trace))
                     while len(self._queries) > self._max_traces:
                         self._queries.popitem(last=False)
-        queries.append(span)  # deque.append is atomic
+        entry[1].append(span)  # deque.append is atomic
 
-    def queries(self, trace_id: int) -> list[ReadableSpan]:
+    def _forget(self, scope: Scope) -> None:
         with self._lock:
-            return list(self._queries.get(trace_id, ()))
+            entry = self._queries.get(id(scope))
+            if entry is not None and entry[0] is scope:
+                del self._queries[id(scope)]
+
+    def queries(self, scope: Scope) -> list[ReadableSpan]:
+        """The queries recorded so far in the unit of work whose isolation scope is
+        ``scope``."""
+        with self._lock:
+            entry = self._queries.get(id(scope))
+            return list(entry[1]) if entry is not None and entry[0] is scope else []
 
     def open_traces(self) -> int:
         return len(self._queries)
@@ -129,26 +144,18 @@ def _crumb_time(crumb: Any) -> float:
     return 0.0
 
 
-def _trace_id(event: dict[str, Any]) -> int | None:
-    trace_hex = (event.get("contexts") or {}).get("trace", {}).get("trace_id")
-    if isinstance(trace_hex, str):
-        try:
-            return int(trace_hex, 16)
-        except ValueError:
-            return None
-    context = trace.get_current_span().get_span_context()
-    return context.trace_id if context.is_valid else None
-
-
 def with_query_breadcrumbs(
-    event: dict[str, Any], recorder: QueryBreadcrumbRecorder, max_breadcrumbs: int
+    event: dict[str, Any],
+    recorder: QueryBreadcrumbRecorder,
+    max_breadcrumbs: int,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """``event`` with the queries of its trace merged into its breadcrumbs by time, unless
-    a sentry-sdk integration already recorded query breadcrumbs for it."""
+    """``event`` with the queries of its unit of work (``scope``, else the isolation scope
+    it is being captured in) merged into its breadcrumbs by time, unless a sentry-sdk
+    integration already recorded query breadcrumbs for it."""
     if event.get("type") == "transaction":
         return event
-    trace_id = _trace_id(event)
-    spans = recorder.queries(trace_id) if trace_id is not None else []
+    spans = recorder.queries(scope if scope is not None else Scope.get_isolation_scope())
     if not spans:
         return event
     breadcrumbs = event.setdefault("breadcrumbs", {})

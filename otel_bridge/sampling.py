@@ -104,8 +104,19 @@ class BridgeSampler(Sampler):
     - otherwise ``sample_rand`` (from the incoming DSC, else derived from the trace id)
       ``< rate``, the rate being the first matching rule's or the configured one.
 
-    Unsampled CLIENT spans with a URL are recorded but not sampled when ``record_unsampled_
-    clients`` is on: target gating needs their URL at inject time; nothing exports them.
+    Some unsampled spans are recorded but not sampled; nothing exports them, and the
+    sampled path is unchanged:
+
+    - CLIENT spans with a URL, when ``record_unsampled_clients`` is on: target gating needs
+      their URL at inject time;
+    - local roots other than outgoing calls, when ``record_unsampled_roots`` is on (errors
+      go to Sentry): the span processors start the unit of work's sentry-sdk scope and
+      release-health session from them, which an unsampled request needs as much as any
+      (its user and breadcrumbs would otherwise land on the scope every request starts
+      from, and its crash would not be counted);
+    - CLIENT spans under a recorded unsampled local root, when ``record_unsampled_queries``
+      is on: the query breadcrumbs of an error in an unsampled request come from the
+      database ones among them.
     """
 
     def __init__(
@@ -115,11 +126,15 @@ class BridgeSampler(Sampler):
         *,
         tracker: LocalRootTracker | None = None,
         record_unsampled_clients: bool = False,
+        record_unsampled_roots: bool = False,
+        record_unsampled_queries: bool = False,
     ) -> None:
         self._rate = rate
         self._rules = tuple(rules)
         self._tracker = tracker
         self._record_unsampled_clients = record_unsampled_clients
+        self._record_unsampled_roots = record_unsampled_roots
+        self._record_unsampled_queries = record_unsampled_queries
 
     def should_sample(
         self,
@@ -138,13 +153,24 @@ class BridgeSampler(Sampler):
         parent_state = parent[TRACE_STATE] if valid else None
         if valid and not parent[IS_REMOTE]:
             sampled = bool(parent[TRACE_FLAGS] & SAMPLED)
-            return self._result(sampled, kind, attributes, None, parent_state)
+            # A database span is only told apart once it has started (the DB-API
+            # instrumentation sets its attributes then): every outgoing call of a recorded
+            # unsampled unit of work is recorded, and the query breadcrumbs processor keeps
+            # the database ones.
+            if (
+                not sampled
+                and kind is SpanKind.CLIENT
+                and self._record_unsampled_queries
+                and trace.get_current_span(parent_context).is_recording()
+            ):
+                return SamplingResult(Decision.RECORD_ONLY, attributes, parent_state)
+            return self._result(sampled, kind, attributes, None, parent_state, root=False)
         try:
             sampled, extra = self._decide_root(parent_context, parent, trace_id, name, attributes)
         except Exception:  # a sampler that raises breaks the request: never
             _logger.debug("sampling failed, dropping the span", exc_info=True)
             return SamplingResult(Decision.DROP, None, parent_state)
-        return self._result(sampled, kind, attributes, extra, parent_state)
+        return self._result(sampled, kind, attributes, extra, parent_state, root=True)
 
     def _result(
         self,
@@ -153,14 +179,21 @@ class BridgeSampler(Sampler):
         attributes: Attributes,
         extra: dict[str, Any] | None,
         trace_state: TraceState | None,
+        *,
+        root: bool,
     ) -> SamplingResult:
         # The SDK starts the span with the result's attributes: the caller's must be in them.
         if sampled:
             merged = _merged(attributes, extra)
             return SamplingResult(Decision.RECORD_AND_SAMPLE, merged, trace_state)
-        if self._record_unsampled_clients and kind == SpanKind.CLIENT and _has_url(attributes):
+        if self._records_unsampled(kind, attributes, root):
             return SamplingResult(Decision.RECORD_ONLY, _merged(attributes, extra), trace_state)
         return SamplingResult(Decision.DROP, None, trace_state)
+
+    def _records_unsampled(self, kind: SpanKind | None, attributes: Attributes, root: bool) -> bool:
+        if kind is SpanKind.CLIENT:
+            return self._record_unsampled_clients and _has_url(attributes)
+        return root and self._record_unsampled_roots and kind is not SpanKind.PRODUCER
 
     def _decide_root(
         self,
@@ -245,11 +278,14 @@ def build_sampler(
     rules, problems = parse_rules(config.sampling_rules)
     for problem in problems:
         _logger.warning("otel-bridge: %s", problem)
+    errors_to_sentry = bool(config.dsn)
     return BridgeSampler(
         config.effective_sample_rate(environ),
         rules,
         tracker=tracker,
         record_unsampled_clients=config.trace_propagation_targets is not None,
+        record_unsampled_roots=errors_to_sentry,
+        record_unsampled_queries=errors_to_sentry and config.query_breadcrumbs,
     )
 
 

@@ -6,8 +6,15 @@ errors without those wrappers (OTEL_BRIDGE_DJANGO_ERRORS=lean), the OTel span th
 unit of work marks the same boundary: a local root (no parent, or a remote one) that is not
 an outgoing call. This span processor forks the process's isolation scope when such a span
 starts and restores the previous one when it ends, so what one request records never shows
-up in another's errors. For SERVER spans it also tracks a request-mode session, as
-sentry-sdk's request middleware does (release health: crash-free sessions).
+up in another's errors. As sentry-sdk's ``isolation_scope()`` does, the current scope is
+forked with it, and as its WSGI/ASGI middlewares do, the unit of work starts with no
+breadcrumbs. For SERVER spans it also tracks a request-mode session, as sentry-sdk's request
+middleware does (release health: crash-free sessions), and gives the errors captured during
+the request (a logged error, ``capture_message``) the transaction name and the request data
+the server span has, where nothing else gave them any.
+
+Unsampled units of work get all of this too: the sampler records their local roots (see
+``BridgeSampler``) without exporting them.
 
 Nothing is done where a scope is already set up for this unit of work: by a sentry-sdk
 integration's middleware (its scope holds a session), or by an enclosing root of ours.
@@ -17,8 +24,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 from opentelemetry import context as context_api
@@ -26,8 +34,12 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from sentry_sdk.scope import Scope
 from sentry_sdk.session import Session
+from sentry_sdk.utils import capture_internal_exceptions
 
 from otel_bridge.pipeline.ids import new_uuid4
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
 from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID
 
 # Roots that never end must not keep their scopes alive forever.
@@ -39,6 +51,8 @@ _OUTGOING = (SpanKind.CLIENT, SpanKind.PRODUCER)
 class _OpenScope:
     scope: Scope
     previous: Scope
+    current: Scope
+    previous_current: Scope
     session: bool
 
 
@@ -65,12 +79,21 @@ class SentryScopeProcessor(SpanProcessor):
         if not client.is_active():
             return
         scope = self._base.fork()
-        session = kind is SpanKind.SERVER and _tracks_sessions(client.options)
+        scope.clear_breadcrumbs()
+        previous_current = Scope.get_current_scope()
+        current_scope = previous_current.fork()
+        session = kind is SpanKind.SERVER
         if session:
-            _start_request_session(scope, client.options)
+            scope.add_event_processor(_request_from_server_span(span))
+            session = _tracks_sessions(client.options)
+            if session:
+                _start_request_session(scope, client.options)
         Scope.set_isolation_scope(scope)
+        Scope.set_current_scope(current_scope)
         with self._lock:
-            self._open[span.context.span_id] = _OpenScope(scope, current, session)
+            self._open[span.context.span_id] = _OpenScope(
+                scope, current, current_scope, previous_current, session
+            )
             self._open_scopes.add(id(scope))
             while len(self._open) > self._max_open:
                 _, stale = self._open.popitem(last=False)
@@ -92,6 +115,8 @@ class SentryScopeProcessor(SpanProcessor):
         # started in; for asyncio the request's task context is dropped with the task anyway.
         if Scope.get_isolation_scope() is opened.scope:
             Scope.set_isolation_scope(opened.previous)
+        if Scope.get_current_scope() is opened.current:
+            Scope.set_current_scope(opened.previous_current)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -104,6 +129,29 @@ class SentryScopeProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def _request_from_server_span(span: Span) -> Callable[[Event, Hint], Event | None]:
+    """An event processor for the request's scope: the transaction name and ``request``
+    interface the span pipeline gives the request's transaction, for an error captured
+    while it runs (a logged error, ``capture_message``), when no integration gave any.
+    sentry-sdk's web framework integrations set both on every event of a request."""
+
+    def from_server_span(event: Event, hint: Hint) -> Event | None:
+        if event.get("type") == "transaction":
+            return event
+        with capture_internal_exceptions():
+            from otel_bridge.pipeline.mapping import request_info, transaction_name_and_source
+
+            if not event.get("transaction"):
+                name, source = transaction_name_and_source(span)
+                event["transaction"] = name
+                event["transaction_info"] = {"source": source}
+            if not event.get("request"):
+                event["request"] = request_info(span)
+        return event
+
+    return from_server_span
 
 
 def _has_session(scope: Scope) -> bool:

@@ -39,14 +39,19 @@ def _query_crumbs(event: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("engine", ["lean", "sentry"])
+@pytest.mark.parametrize(
+    ("engine", "rate"), [("lean", "1.0"), ("sentry", "1.0"), ("lean", "0"), ("sentry", "0")]
+)
 def test_an_error_carries_its_own_request_and_nothing_of_other_requests(
-    engine: str, ingest: RecordingIngest, shop_server: Any
+    engine: str, rate: str, ingest: RecordingIngest, shop_server: Any
 ) -> None:
     # One gunicorn sync worker serves every request on the same thread, so nothing but a
     # scope per request keeps them apart (runserver's thread per request would hide a leak).
+    # Unsampled requests (rate 0) need their scope as much: theirs had none, and alice's
+    # user, tag and breadcrumbs reached the next request's error.
     shop = shop_server(
-        {"SENTRY_DSN": ingest.dsn, "OTEL_BRIDGE_DJANGO_ERRORS": engine},
+        {"SENTRY_DSN": ingest.dsn, "OTEL_BRIDGE_DJANGO_ERRORS": engine,
+         "SENTRY_TRACES_SAMPLE_RATE": rate},
         server="gunicorn", workers=1, ready_path="/health/",
     )
     # Earlier requests set a user, a tag and breadcrumbs, and log: all of it is theirs.
@@ -114,16 +119,20 @@ def test_lean_errors_are_named_like_their_transaction(
     assert error["contexts"]["trace"]["span_id"] == transaction["contexts"]["trace"]["span_id"]
 
 
-@pytest.mark.parametrize("engine", ["lean", "sentry"])
+@pytest.mark.parametrize(
+    ("engine", "rate"), [("lean", "1.0"), ("sentry", "1.0"), ("lean", "0")]
+)
 def test_requests_are_counted_as_release_health_sessions_once(
-    engine: str, ingest: RecordingIngest, shop_server: Any
+    engine: str, rate: str, ingest: RecordingIngest, shop_server: Any
 ) -> None:
     # With `sentry`, DjangoIntegration's middleware counts them; otel-bridge must not too.
+    # Unsampled requests are sessions all the same (none was counted).
     shop = shop_server(
         {
             "SENTRY_DSN": ingest.dsn,
             "SENTRY_RELEASE": "shop@1.0",
             "OTEL_BRIDGE_DJANGO_ERRORS": engine,
+            "SENTRY_TRACES_SAMPLE_RATE": rate,
         }
     )
     for _ in range(2):

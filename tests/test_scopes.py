@@ -66,3 +66,44 @@ def test_request_sessions_are_counted_without_reading_os_urandom(
         for key in counts:
             counts[key] += bucket.get(key, 0)
     assert counts == {"exited": 2, "errored": 1}
+
+
+def test_a_request_starts_clean_and_its_errors_carry_its_name_and_request(
+    ingest: RecordingIngest,
+) -> None:
+    # As sentry-sdk's isolation_scope() and WSGI middleware: the current scope is forked too
+    # (a tag set on it reached every later request), the request starts with no breadcrumbs
+    # (start-up's, and those of a streamed body logged after its span ended, were on every
+    # error), and a logged error or capture_message gets the transaction name and the
+    # request the server span has.
+    client = sentry_sdk.Client(dsn=ingest.dsn, default_integrations=False)
+    provider = TracerProvider()
+    try:
+        with sentry_sdk.isolation_scope() as base:
+            base.set_client(client)
+            base.add_breadcrumb(message="booting worker")
+            provider.add_span_processor(SentryScopeProcessor(base=base))
+            tracer = provider.get_tracer("test")
+            attributes = {
+                "http.method": "GET", "http.url": "http://shop.example/orders/7?page=2",
+                "http.route": "orders/<int:id>/",
+            }
+            with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes=attributes):
+                sentry_sdk.get_current_scope().set_tag("who", "alice")
+                sentry_sdk.add_breadcrumb(message="alice was here")
+            base.add_breadcrumb(message="logged while a body streamed")
+            with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes=attributes):
+                sentry_sdk.capture_message("order 7 looks odd")
+        client.flush(timeout=10)
+    finally:
+        provider.shutdown()
+        client.close()
+
+    [event] = ingest.wait_for_items("event")
+    assert "who" not in event.get("tags", {})
+    assert event.get("breadcrumbs", {}).get("values", []) == []
+    assert event["transaction"] == "GET orders/<int:id>/"
+    assert event["transaction_info"] == {"source": "route"}
+    assert event["request"]["method"] == "GET"
+    assert event["request"]["url"] == "http://shop.example/orders/7"
+    assert event["request"]["query_string"] == "page=2"
