@@ -175,7 +175,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "release", "SENTRY_RELEASE", "string", None,
         "Release of every event; wins over the resource's `service.version`.",
-        _parse_str, default_doc="from the resource",
+        _parse_str, default_doc="from the resource, else sentry-sdk's guess (git commit, ...)",
     ),
     Setting(
         "traces_sample_rate", "SENTRY_TRACES_SAMPLE_RATE", "float in [0, 1]", None,

@@ -10,6 +10,7 @@ transport.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -34,7 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.semconv.resource import ResourceAttributes
 
-from otel_bridge.config import load_config, otel_sampler_notice
+from otel_bridge.config import BridgeConfig, load_config, otel_sampler_notice
 from otel_bridge.diagnostics import keep_own_warnings_visible, report_config_problems
 from otel_bridge.distro import sdk_disabled
 from otel_bridge.runtime import Runtime, set_runtime
@@ -70,13 +71,13 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     sampler_notice = otel_sampler_notice(os.environ, config.traces_sample_rate)
     if sampler_notice is not None:
         _logger.warning("otel-bridge: %s", sampler_notice[0])
-    runtime = Runtime(config)
-    set_runtime(runtime)
-
     attributes: dict[str, Any] = {}
     if auto_instrumentation_version:
         attributes[ResourceAttributes.TELEMETRY_AUTO_VERSION] = auto_instrumentation_version
     resource = Resource.create(attributes)
+    config = with_guessed_release(config, resource)
+    runtime = Runtime(config)
+    set_runtime(runtime)
 
     root_processors: list[SpanProcessor] = [LocalRootTracker.from_runtime(runtime, resource)]
     span_processors: list[SpanProcessor] = []
@@ -147,6 +148,21 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
         install_log_scrubbing(get_logger_provider(), Scrubber.from_config(config))
     _exit_cleanly_on_sigterm()
     return runtime
+
+
+def with_guessed_release(config: BridgeConfig, resource: Resource) -> BridgeConfig:
+    """With no SENTRY_RELEASE and no ``service.version``, the release sentry-sdk guesses
+    (the git commit, HEROKU_BUILD_COMMIT, SOURCE_VERSION, K_REVISION, ...), for every kind
+    of event alike: left to sentry-sdk, errors and sessions got it and the transactions of
+    the same requests none."""
+    if not config.dsn or config.release or resource.attributes.get(
+        ResourceAttributes.SERVICE_VERSION
+    ):
+        return config
+    from sentry_sdk.utils import get_default_release
+
+    guessed = get_default_release()
+    return dataclasses.replace(config, release=guessed) if guessed else config
 
 
 def id_generator_from_env() -> IdGenerator | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,15 @@ _USER_FIELDS = {
     "user.email": "email",
     "enduser.email": "email",
 }
+# Sentry's user `name` (a full name) is OTel's `user.full_name`: `user.name` holds the
+# username, which set_user's `name=` would otherwise overwrite on the transaction.
+_USER_EXTRA_ATTRIBUTES = {"name": "user.full_name"}
 _USER_IP_ATTRIBUTES = ("client.address", "http.client_ip", "net.peer.ip")
 _PII_USER_FIELDS = frozenset({"email", "ip_address"})
 # Sentry owns these contexts; a user context of the same name would break the event.
 _RESERVED_CONTEXTS = frozenset({"trace", "otel"})
+_warned_reserved: set[str] = set()
+_logger = logging.getLogger("otel_bridge")
 
 
 # -- writing: OTel span + sentry-sdk scope --------------------------------------------------
@@ -105,7 +111,12 @@ def set_user(
         attributes["user.name"] = username
     if ip_address is not None:
         attributes["client.address"] = ip_address
-    attributes.update(_flatten(USER_PREFIX, extra))
+    attributes.update(
+        {
+            _USER_EXTRA_ATTRIBUTES.get(key, f"{USER_PREFIX}{key}"): _attribute_value(value)
+            for key, value in extra.items()
+        }
+    )
     trace.get_current_span().set_attributes(attributes)
     user = {"id": None if id is None else str(id), "email": email, "username": username}
     user["ip_address"] = ip_address
@@ -124,7 +135,19 @@ def set_tags(tags: Mapping[str, str | int | float | bool]) -> None:
 
 
 def set_context(name: str, data: Mapping[str, Any]) -> None:
-    """Structured business context shown on the event (``contexts[name]`` in Sentry)."""
+    """Structured business context shown on the event (``contexts[name]`` in Sentry).
+
+    ``trace`` and ``otel`` are Sentry's own: set on sentry-sdk's scope they would replace
+    the trace context that links an error to its trace. They are refused with one warning
+    per name, and nothing is set."""
+    if name in _RESERVED_CONTEXTS:
+        if name not in _warned_reserved:
+            _warned_reserved.add(name)
+            _logger.warning(
+                "otel-bridge: set_context(%r, ...) ignored: %s is Sentry's own context "
+                "(name yours differently)", name, ", ".join(sorted(_RESERVED_CONTEXTS))
+            )
+        return
     trace.get_current_span().set_attributes(_flatten(f"{CONTEXT_PREFIX}{name}.", data))
     sentry_sdk.set_context(name, dict(data))
 
@@ -252,7 +275,10 @@ def sentry_fields_from_attributes(
             if name and field and name not in _RESERVED_CONTEXTS:
                 contexts.setdefault(name, {})[field] = context_value(value)
         elif key == FINGERPRINT_ATTRIBUTE:
-            fingerprint = [value] if isinstance(value, str) else [str(v) for v in value]
+            # Written by set_fingerprint as a list; by hand it may be any attribute value.
+            fingerprint = (
+                [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+            )
     if not prefixed and not send_default_pii and not tag_keys:
         return {}  # most spans, every span of a transaction: nothing below could add a field
     if send_default_pii:

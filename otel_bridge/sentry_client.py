@@ -13,6 +13,7 @@ owns tracing. Three things make the two agree:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from typing import Any
@@ -78,16 +79,27 @@ def link_event_to_trace(event: dict[str, Any], hint: dict[str, Any]) -> dict[str
             dsc = current_dsc()
             if dsc:
                 trace_context["dynamic_sampling_context"] = dsc
-    _remember_captured_exception(get_runtime(), event)
+    _remember_captured_exception(get_runtime(), event, hint)
     return event
 
 
-def _remember_captured_exception(runtime: Runtime, event: dict[str, Any]) -> None:
+def _remember_captured_exception(
+    runtime: Runtime, event: dict[str, Any], hint: dict[str, Any] | None = None
+) -> None:
     values = (event.get("exception") or {}).get("values") or []
     trace_id = event.get("contexts", {}).get("trace", {}).get("trace_id")
-    if values and trace_id:
-        last = values[-1]
-        exc_type, message = str(last.get("type", "")), str(last.get("value", ""))
+    if not (values and trace_id):
+        return
+    last = values[-1]
+    exc_type = str(last.get("type", ""))
+    messages = {str(last.get("value", ""))}
+    # sentry-sdk's value is the exception's `message` or `detail` attribute where it has
+    # one (Django's ValidationError, many API clients' errors); OTel records str(exc).
+    exc_info = (hint or {}).get("exc_info")
+    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
+        with contextlib.suppress(Exception):  # a __str__ that raises
+            messages.add(str(exc_info[1]))
+    for message in messages:
         runtime.captured.add(exception_key(trace_id, exc_type, message))
         if runtime.config.scrub_enabled:
             # Spans reach the pipeline scrubbed, so their copy of this message is too.

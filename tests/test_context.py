@@ -280,3 +280,38 @@ def test_everything_is_safe_without_a_span_or_a_sentry_client() -> None:
         context.add_breadcrumb("e")
         context.set_fingerprint("f")
         assert context.capture_message("g") is None
+
+
+def test_a_users_full_name_keeps_their_username(tracer_and_exporter) -> None:
+    # `name` went to the attribute `user.name`, which holds the username: the transaction
+    # showed "Alice Smith" as the username and lost "alice".
+    span = _one_span(
+        tracer_and_exporter, lambda: context.set_user(id=42, username="alice", name="Alice Smith")
+    )
+    fields = sentry_fields_from_attributes(dict(span.attributes or {}), send_default_pii=False)
+    assert fields["user"] == {"id": "42", "username": "alice", "name": "Alice Smith"}
+    assert sentry_sdk.get_isolation_scope()._user == {
+        "id": "42", "username": "alice", "name": "Alice Smith"
+    }
+
+
+@pytest.mark.parametrize("name", ["trace", "otel"])
+def test_sentrys_own_contexts_are_refused_on_both_sides(
+    tracer_and_exporter, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On sentry-sdk's scope `trace` replaced the error's trace context: no trace id, no span
+    # id, and the span pipeline, no longer matching it, sent the error a second time.
+    span = _one_span(tracer_and_exporter, lambda: context.set_context(name, {"note": "mine"}))
+    assert not any(key.startswith("sentry.context.") for key in span.attributes or {})
+    assert name not in (sentry_sdk.get_isolation_scope()._contexts or {})
+    assert any(f"set_context({name!r}" in record.getMessage() for record in caplog.records)
+
+
+def test_a_fingerprint_attribute_of_any_type_is_read() -> None:
+    # The plain OTel API accepts `sentry.fingerprint = 42`: reading it raised, and the batch
+    # it was in was lost.
+    for value, expected in ((42, ["42"]), ("orders", ["orders"]), (("a", "b"), ["a", "b"])):
+        fields = sentry_fields_from_attributes(
+            {"sentry.fingerprint": value}, send_default_pii=False
+        )
+        assert fields["fingerprint"] == expected

@@ -111,3 +111,24 @@ def test_selected_by_name_through_the_sdk(tmp_path) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert output.split() == ["forecast", "web.2", "heroku", "linux"]
+
+
+def test_the_release_sentry_sdk_would_guess_is_every_events(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    # Left to sentry-sdk, errors and sessions got the guessed release (git, SOURCE_VERSION,
+    # ...) and the transactions of the same requests none.
+    from otel_bridge.config import load_config
+    from otel_bridge.configurator import with_guessed_release
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout: the guess falls to the variables
+    monkeypatch.setenv("SOURCE_VERSION", "3f2c1ab")
+    monkeypatch.delenv("SENTRY_RELEASE", raising=False)
+    dsn = {"SENTRY_DSN": "http://key@127.0.0.1:9/1"}
+    guessed = with_guessed_release(load_config(dsn), Resource.create({}))
+    assert guessed.release == "3f2c1ab"
+    versioned = Resource.create({"service.version": "2.4.0"})
+    assert with_guessed_release(load_config(dsn), versioned).release is None  # the resource's
+    explicit = load_config({**dsn, "SENTRY_RELEASE": "shop@9"})
+    assert with_guessed_release(explicit, Resource.create({})).release == "shop@9"
+    assert with_guessed_release(load_config({}), Resource.create({})).release is None

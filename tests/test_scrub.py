@@ -208,6 +208,21 @@ def test_scrub_text_filters_a_nested_value_whole_and_keeps_what_follows(
     assert scrubber.scrub_text(text) == "retry {'secret': [Filtered], 'order': 42} in 5s"
 
 
+def test_a_url_with_the_scrubbers_own_brackets_is_scrubbed_without_end(
+    scrubber: Scrubber,
+) -> None:
+    # A broker URL already scrubbed once ("filesystem://[Filtered]...", a Celery worker's
+    # start-up breadcrumb) reads as an IPv6 host to urlsplit: it once sent the scrubber
+    # into endless recursion, and the event carrying it was lost.
+    text = "Connected to filesystem://[Filtered]:[Filtered]@localhost//?token=abc123"
+    once = scrubber.scrub_text(text)
+    assert once.startswith("Connected to filesystem://[Filtered]:[Filtered]@localhost//")
+    assert "abc123" not in once
+    assert scrubber.scrub_text(once) == once
+    crumb = scrubber.scrub_breadcrumb({"message": text, "category": "celery"})
+    assert "abc123" not in crumb["message"]
+
+
 def test_scrub_text_leaves_ordinary_text(scrubber: Scrubber) -> None:
     text = "Order 42 shipped to warehouse=north; see https://example.com/o/42?page=2"
     assert scrubber.scrub_text(text) == text

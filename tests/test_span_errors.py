@@ -319,3 +319,41 @@ def test_one_event_per_exception_event_and_none_for_other_events() -> None:
 def test_span_without_exceptions_gives_nothing() -> None:
     span = span_with(lambda span: span.add_event("note"))
     assert exception_error_events(span, release=None, environment=None) == []
+
+
+class GatewayError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+        self.message = message  # sentry-sdk reports this attribute, OTel str(exc)
+
+
+def test_an_exception_sentry_sdk_reports_by_its_message_attribute_is_not_sent_again() -> None:
+    # Django's ValidationError and many API clients' errors: sentry-sdk's value is
+    # `exc.message`, OTel's exception.message is str(exc) ("['...']"); the keys differed and
+    # the span pipeline sent the same exception a second time.
+    from otel_bridge.config import BridgeConfig
+    from otel_bridge.runtime import Runtime, get_runtime, set_runtime
+    from otel_bridge.sentry_client import link_event_to_trace
+
+    try:
+        raise GatewayError("upstream refused the payment")
+    except GatewayError as exc:
+        caught = exc
+    span = span_with(lambda span: span.record_exception(caught))
+    (ours,) = exception_error_events(span, release=None, environment=None)
+    value = ours["exception"]["values"][0]["value"]
+    assert value == "['upstream refused the payment']"
+    trace_id = ours["contexts"]["trace"]["trace_id"]
+
+    theirs, hint = event_from_exception(caught)
+    assert theirs["exception"]["values"][-1]["value"] == "upstream refused the payment"
+    theirs["contexts"] = {"trace": {"trace_id": trace_id}}
+    previous = get_runtime()
+    set_runtime(Runtime(BridgeConfig()))
+    try:
+        link_event_to_trace(dict(theirs), hint)
+        assert exception_key(trace_id, ours["exception"]["values"][0]["type"], value) in (
+            get_runtime().captured
+        )
+    finally:
+        set_runtime(previous)
