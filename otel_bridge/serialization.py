@@ -8,13 +8,18 @@ item's header line and payload); its lines are written here with orjson, and the
 pipeline's transactions are encoded as soon as they are mapped (:class:`EncodedTransaction`).
 
 Where the two encoders differ, orjson's result is the one Sentry reads better: it writes NaN
-and infinities as ``null`` where sentry-sdk's encoder refuses the whole envelope. Payloads
-orjson does not take (integers beyond 64 bits, exotic types) are left to sentry-sdk's
-encoder, which raises as it always did.
+and infinities as ``null`` where sentry-sdk's encoder refuses the whole envelope. A payload
+orjson does not take (an integer beyond 64 bits, a lone surrogate, an exotic type from a
+hand-made event) is encoded by the standard library once made encodable (:func:`json_safe`):
+left to sentry-sdk's encoder, a NaN or a lone surrogate beside it raised on the transport's
+thread, and the envelopes sent with it were lost.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from sentry_sdk.envelope import Envelope, Item, PayloadRef
@@ -31,13 +36,41 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS if orjson is not None else 0
 
 
 def payload_bytes(value: Any) -> bytes | None:
-    """``value`` as compact JSON, or None when orjson cannot encode it."""
+    """``value`` as compact JSON, or None when orjson is not installed."""
     if orjson is None:
         return None
     try:
         return orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return None
+        # Integers beyond 64 bits stay exact this way; the rest is made encodable.
+        return json.dumps(json_safe(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with what JSON encoders refuse replaced: NaN and infinities by None (as
+    orjson writes them), lone surrogates by U+FFFD, other types by their text, keys made
+    text, nesting cut at 64 levels. Written by hand: only the rare payload orjson refused
+    comes here."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH:
+        return repr(value)
+    if isinstance(value, dict):
+        return {
+            json_safe(key if isinstance(key, str) else str(key)): json_safe(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [json_safe(item, depth + 1) for item in value]
+    return json_safe(repr(value))
 
 
 def envelope_bytes(envelope: Envelope) -> bytes:
@@ -68,6 +101,8 @@ def encode_payloads(envelope: Envelope) -> None:
         payload = item.payload
         if payload.bytes is None and payload.json is not None:
             payload.bytes = payload_bytes(payload.json)
+            if payload.bytes is None:  # no orjson: sentry-sdk's encoder, on safe JSON
+                payload.json = json_safe(payload.json)
 
 
 class EncodedTransaction(Item):
@@ -95,9 +130,9 @@ class EncodedTransaction(Item):
 
 
 def add_transaction(envelope: Envelope, event: Event) -> None:
-    """``envelope.add_transaction(event)``, with the event encoded now when orjson can."""
+    """``envelope.add_transaction(event)``, with the event encoded now by orjson."""
     encoded = payload_bytes(event)
-    if encoded is None:
-        envelope.add_transaction(event)
+    if encoded is None:  # no orjson: sentry-sdk encodes it, made encodable first
+        envelope.add_transaction(json_safe(event))
         return
     envelope.add_item(EncodedTransaction(encoded, len(event.get("spans") or ())))

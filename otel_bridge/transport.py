@@ -45,7 +45,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from sentry_sdk.consts import EndpointType
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
-from sentry_sdk.utils import capture_internal_exceptions
+from sentry_sdk.utils import capture_internal_exception, capture_internal_exceptions
 from urllib3.util.wait import wait_for_read
 
 from otel_bridge.forks import reset_in_forked_children
@@ -436,7 +436,15 @@ class BridgeTransport(HttpTransport):
             return
         prepared: list[tuple[Envelope, bytes, dict[str, str]]] = []
         for envelope in envelopes:
-            ready = self._prepare_envelope(envelope)  # None: all of it rate-limited, counted
+            try:
+                ready = self._prepare_envelope(envelope)  # None: all rate-limited, counted
+            except Exception:
+                # One envelope that cannot be serialised must not take the window's others
+                # with it: it alone is lost, and counted.
+                capture_internal_exception(sys.exc_info())  # sentry-sdk's debug log
+                for item in envelope.items:
+                    self.record_lost_event("internal_sdk_error", item=item)
+                continue
             if ready is not None:
                 sent, body, headers = ready
                 self._update_headers(headers)

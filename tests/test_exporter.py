@@ -205,6 +205,77 @@ def test_spans_of_a_root_that_never_ends_are_dropped_and_reported(
     assert sum(entry["quantity"] for entry in discarded) == 5
 
 
+def test_a_follow_up_travels_with_the_dsc_its_root_was_sent_with(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    # A child ending after its root is sent alone; its envelope's DSC was made from the
+    # child (sample_rate 1.0, another sample_rand, its own name): the trace's is frozen.
+    pipeline = pipeline_factory(ingest, SENTRY_TRACES_SAMPLE_RATE="0.5")
+    while True:  # a sampled trace
+        root = pipeline.tracer.start_span(
+            "GET /x", kind=SpanKind.SERVER,
+            attributes={"http.request.method": "GET", "http.route": "/x"},
+        )
+        if root.get_span_context().trace_flags.sampled:
+            break
+        root.end()
+    late = pipeline.tracer.start_span("late.job", context=trace.set_span_in_context(root))
+    root.end()
+    late.end()
+    ingest.wait_for_items("transaction", 2)
+    headers = {
+        item.json["transaction"]: envelope.headers["trace"]
+        for envelope in ingest.envelopes for item in envelope.items
+        if item.type == "transaction"
+    }
+    assert headers["late.job"] == headers["GET /x"]
+    assert headers["GET /x"]["sample_rate"] == "0.5"
+    assert headers["GET /x"]["transaction"] == "GET /x"
+
+
+def test_a_transaction_that_fails_to_convert_loses_only_itself_and_is_reported(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Converting one transaction of a batch raised (a span no rule foresaw): the whole batch,
+    # up to 128 transactions, was lost with no client report.
+    from otel_bridge.pipeline import exporter as exporter_module
+
+    real = exporter_module.transaction_event  # type: ignore[attr-defined]
+
+    def failing_for_one(root: ReadableSpan, *args: Any, **kwargs: Any) -> Any:
+        if root.name == "poison":
+            raise TypeError("a span no mapping foresaw")
+        return real(root, *args, **kwargs)
+
+    monkeypatch.setattr(exporter_module, "transaction_event", failing_for_one)
+    pipeline = pipeline_factory(ingest)
+    spans: list[ReadableSpan] = []
+
+    class Collect(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            spans.append(span)
+
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(Collect())
+    tracer = provider.get_tracer("test")
+    for name in ("first", "poison", "last"):
+        with (
+            tracer.start_as_current_span(name, kind=SpanKind.SERVER),
+            tracer.start_as_current_span("child"),
+        ):
+            pass
+    pipeline.exporter.export(spans)  # one batch, as the batch processor hands it over
+    transactions = ingest.wait_for_items("transaction", 2)
+    assert sorted(t["transaction"] for t in transactions) == ["first", "last"]
+    sentry_sdk.flush(5)
+    reports = ingest.wait_for_items("client_report", 1)
+    lost = {
+        (entry["reason"], entry["category"]): entry["quantity"]
+        for report in reports for entry in report.get("discarded_events", [])
+    }
+    assert lost == {("internal_sdk_error", "transaction"): 1, ("internal_sdk_error", "span"): 2}
+
+
 class _Worker:
     def __init__(self) -> None:
         self.is_full = True

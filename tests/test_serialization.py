@@ -64,12 +64,25 @@ def test_nan_becomes_null_where_sentry_sdks_encoder_refuses_the_envelope() -> No
     }
 
 
-def test_what_orjson_cannot_encode_is_left_to_sentry_sdk() -> None:
+@pytest.mark.parametrize(
+    ("odd", "read_back"),
+    [
+        (2**70, 2**70),  # beyond orjson's 64 bits: exact all the same
+        ("lone \udc80 surrogate", "lone \ufffd surrogate"),
+        (object, repr(object)),
+    ],
+)
+def test_what_orjson_cannot_encode_is_sent_beside_a_nan(odd: Any, read_back: Any) -> None:
+    # Left to sentry-sdk's encoder, the NaN beside it raised on the transport's thread and
+    # the envelopes of its window were lost.
     envelope = Envelope()
-    envelope.add_transaction({"type": "transaction", "big": 2**70})  # type: ignore[typeddict-unknown-key]
+    event = {"type": "transaction", "odd": odd, "ratio": float("inf"), "n": {1: "x"}}
+    envelope.add_transaction(event)  # type: ignore[arg-type]
     encode_payloads(envelope)
-    assert envelope.items[0].payload.bytes is None
-    assert _items(envelope.serialize())[0][1]["big"] == 2**70
+    assert envelope.items[0].payload.bytes is not None
+    assert _items(envelope_bytes(envelope))[0][1] == {
+        "type": "transaction", "odd": read_back, "ratio": None, "n": {"1": "x"}
+    }
 
 
 def test_without_orjson_sentry_sdk_encodes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,11 +127,14 @@ def test_a_dropped_encoded_transaction_still_counts_its_spans() -> None:
     transport.kill()  # nothing to deliver: the ingest at port 9 does not exist
 
 
-def test_what_orjson_cannot_encode_goes_as_sentry_sdk_would_send_it() -> None:
+def test_a_transaction_orjson_cannot_encode_is_encoded_all_the_same() -> None:
     envelope = Envelope()
-    event = {**_transaction(), "huge": 1 << 70}
+    event = {**_transaction(), "huge": 1 << 70, "nan": float("nan")}
     add_transaction(envelope, event)  # type: ignore[arg-type]
-    assert envelope.items[0].payload.json is event
+    (item,) = envelope.items
+    assert item.payload.json is None
+    read = json.loads(item.get_bytes())
+    assert (read["huge"], read["nan"], read["transaction"]) == (1 << 70, None, "GET /ü/<id>")
 
 
 def test_a_whole_envelope_is_the_bytes_sentry_sdk_writes() -> None:
@@ -142,7 +158,9 @@ def test_a_whole_envelope_is_the_bytes_sentry_sdk_writes() -> None:
     assert [json.loads(lines[n])["length"] for n in (1, 3)] == [len(lines[n]) for n in (2, 4)]
 
 
-def test_headers_orjson_cannot_encode_leave_the_envelope_to_sentry_sdk() -> None:
+def test_headers_orjson_cannot_encode_are_written_all_the_same() -> None:
     envelope = Envelope(headers={"event_id": "a" * 32, "odd": 1 << 70})
     envelope.add_transaction(_transaction())  # type: ignore[arg-type]
-    assert envelope_bytes(envelope) == envelope.serialize()
+    read = Envelope.deserialize(envelope_bytes(envelope))
+    assert read.headers == {"event_id": "a" * 32, "odd": 1 << 70}
+    assert json.loads(read.items[0].get_bytes())["transaction"] == "GET /ü/<id>"

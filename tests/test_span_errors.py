@@ -297,6 +297,19 @@ def test_frames_without_source_and_library_frames() -> None:
     assert [f["in_app"] for f in frames if f["function"] == "library"] == [True]
 
 
+def test_a_line_number_too_long_for_int_is_not_a_frame() -> None:
+    # A recorded stack trace is text anyone can write: int() of a 5,000-digit line number
+    # raised ValueError and lost the batch the span was in.
+    text = (
+        "Traceback (most recent call last):\n"
+        f'  File "/srv/app.py", line {"9" * 5000}, in handler\n'
+        '  File "/srv/app.py", line 12, in load\n'
+        "ValueError: bad\n"
+    )
+    frames = parse_python_traceback(text)
+    assert [(f["lineno"], f["function"]) for f in frames] == [(12, "load")]
+
+
 def test_one_event_per_exception_event_and_none_for_other_events() -> None:
     def body(span: trace.Span) -> None:
         span.add_event("cache miss", {"key": "orders:7"})

@@ -103,6 +103,37 @@ def test_an_unreachable_ingest_fails_a_batch_once_and_every_loss_is_reported(
     assert {"reason": "network_error", "category": "transaction", "quantity": 5} in discarded
 
 
+def test_an_envelope_that_cannot_be_serialised_loses_only_itself(
+    ingest: RecordingIngest, client_factory: Any
+) -> None:
+    # It raised while its window was prepared: the window's other envelopes, prepared or
+    # not, were lost, and none of it counted.
+    from sentry_sdk.envelope import Item
+
+    class Unwritable(Item):
+        def get_bytes(self) -> bytes:
+            raise ValueError("a payload no encoder takes")
+
+    transport = _transport(client_factory(ingest.dsn))
+    transport.capture_envelope(_envelope("first"))  # the connection, proven pipelining
+    transport.flush(timeout=10)
+    broken = _envelope("broken")
+    broken.items[0] = Unwritable(payload=b"", type="transaction")
+    batch = [_envelope("a"), _envelope("b"), broken, _envelope("c")]
+    assert transport.capture_envelopes(batch)
+    transport.flush(timeout=10)
+    transport.capture_envelope(_envelope("last"))  # carries the client report
+    transport.flush(timeout=10)
+
+    names = [event["transaction"] for event in ingest.events("transaction")]
+    assert names == ["first", "a", "b", "c", "last"]
+    discarded = [
+        entry for report in ingest.events("client_report")
+        for entry in report["discarded_events"]
+    ]
+    assert {"reason": "internal_sdk_error", "category": "transaction", "quantity": 1} in discarded
+
+
 def test_a_429_to_the_first_envelope_holds_back_the_rest_of_its_batch(
     ingest: RecordingIngest, client_factory: Any
 ) -> None:

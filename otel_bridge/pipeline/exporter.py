@@ -35,7 +35,7 @@ from otel_bridge.context import (
     breadcrumbs_from_span_events,
     sentry_fields_from_spans,
 )
-from otel_bridge.dsc import dsc_for_finished_root
+from otel_bridge.dsc import active_tracker, dsc_for_finished_root
 from otel_bridge.pipeline.assembly import AssembledTransaction, TransactionAssembler
 from otel_bridge.pipeline.ids import new_event_id
 from otel_bridge.pipeline.mapping import (
@@ -124,7 +124,8 @@ class SentrySpanExporter(SpanExporter):
             ready = self._account_for_dropped_spans() + self._assembler.drain()
             sent_at = _now_timestamp()
             self._send(
-                [self._envelope_for(assembled, sent_at) for assembled in ready], self._deadline()
+                [self._envelope_or_loss(assembled, sent_at) for assembled in ready],
+                self._deadline(),
             )
             self._report_assembly_drops()
             self._shutdown = True
@@ -145,9 +146,35 @@ class SentrySpanExporter(SpanExporter):
             ready = follow_ups + ready
         self._assembler.expire(now)
         sent_at = _now_timestamp()
-        envelopes = [self._envelope_for(assembled, sent_at) for assembled in ready]
+        envelopes = [self._envelope_or_loss(assembled, sent_at) for assembled in ready]
         self._send(envelopes, self._deadline())
         self._report_assembly_drops()
+
+    def _envelope_or_loss(
+        self, assembled: AssembledTransaction, sent_at: str
+    ) -> Envelope | None:
+        """The envelope, or None when making it failed: one span no mapping foresaw (an
+        attribute of a type the OTel API takes and a rule does not) loses its transaction,
+        counted as a client report, never the rest of its batch."""
+        try:
+            return self._envelope_for(assembled, sent_at)
+        except Exception:
+            if not self._warned_export_failure:  # once: every such span would repeat it
+                self._warned_export_failure = True
+                _logger.exception(
+                    "otel-bridge: failed to convert a transaction for Sentry (%r); it is "
+                    "dropped and counted as a client report", assembled.root.name
+                )
+            self.lost_transactions += 1
+            transport = self._transport_source()
+            if transport is not None:
+                transport.record_lost_event("internal_sdk_error", data_category="transaction")
+                transport.record_lost_event(
+                    "internal_sdk_error",
+                    data_category="span",
+                    quantity=len(assembled.descendants) + 1,
+                )
+            return None
 
     def _deadline(self) -> float:
         return self._clock() + self._config.shutdown_timeout
@@ -194,15 +221,22 @@ class SentrySpanExporter(SpanExporter):
             resource, release=config.release, environment=config.environment
         )
         name, source = transaction_name_and_source(root)
-        dsc = dsc_for_finished_root(
-            root,
-            public_key=self._public_key,
-            org_id=self._org_id,
-            release=resource_fields.get("release"),
-            environment=resource_fields.get("environment"),
-            transaction=name,
-            transaction_source=source,
-        )
+        tracker = active_tracker() if assembled.parent_span_id is not None else None
+        span_context = root.get_span_context()
+        if tracker is not None and span_context is not None:
+            # A follow-up (spans that ended after their local root was sent) travels with
+            # the trace's DSC, the one its root was sent with, not one made from its spans.
+            dsc: dict[str, str] | None = tracker.dsc_for(span_context, None)
+        else:
+            dsc = dsc_for_finished_root(
+                root,
+                public_key=self._public_key,
+                org_id=self._org_id,
+                release=resource_fields.get("release"),
+                environment=resource_fields.get("environment"),
+                transaction=name,
+                transaction_source=source,
+            )
         self._report_span_errors(assembled, dsc)
         if _transactions_rate_limited(transport):
             # Sentry asked us to back off: don't spend CPU building what would be dropped.

@@ -27,7 +27,11 @@ from otel_bridge.pipeline.mapping import (
 
 SPAN_ERROR_MODES = ("none", "server", "server_consumer", "all")
 
-_FRAME_RE = re.compile(r'^  File "(?P<path>.*)", line (?P<lineno>\d+)(?:, in (?P<function>.*))?$')
+# A line number of at most 18 digits: int() refuses over 4,300, and a stack trace recorded
+# on a span is text anyone can write.
+_FRAME_RE = re.compile(
+    r'^  File "(?P<path>.*)", line (?P<lineno>\d{1,18})(?:, in (?P<function>.*))?$'
+)
 _TRACEBACK_STARTS = ("Traceback (most recent call last):", "  + Exception Group Traceback")
 # Top-level lines of an exception group's own traceback carry this gutter.
 _GROUP_GUTTER = "  | "
