@@ -205,6 +205,30 @@ def test_spans_of_a_root_that_never_ends_are_dropped_and_reported(
     assert sum(entry["quantity"] for entry in discarded) == 5
 
 
+def test_a_transaction_carries_at_most_a_thousand_spans_and_counts_the_rest(
+    ingest: RecordingIngest, pipeline_factory: type[Pipeline]
+) -> None:
+    # 3,000 queries made a 1.9 MB transaction, which Sentry refuses whole (1 MB): as
+    # sentry-sdk's span recorder, the first 1,000 to start are kept and the rest counted.
+    pipeline = pipeline_factory(ingest)
+    with pipeline.tracer.start_as_current_span("GET /report", kind=SpanKind.SERVER):
+        for n in range(1_005):
+            with pipeline.tracer.start_as_current_span(f"SELECT {n}", kind=SpanKind.CLIENT):
+                pass
+    (transaction,) = ingest.wait_for_items("transaction", 1)
+    assert len(transaction["spans"]) == 1_000
+    assert {span["description"] for span in transaction["spans"]} == {
+        f"SELECT {n}" for n in range(1_000)
+    }
+    sentry_sdk.flush(5)
+    reports = ingest.wait_for_items("client_report", 1)
+    lost = [
+        entry for report in reports for entry in report.get("discarded_events", [])
+        if entry["reason"] == "buffer_overflow" and entry["category"] == "span"
+    ]
+    assert sum(entry["quantity"] for entry in lost) == 5
+
+
 def test_a_follow_up_travels_with_the_dsc_its_root_was_sent_with(
     ingest: RecordingIngest, pipeline_factory: type[Pipeline]
 ) -> None:

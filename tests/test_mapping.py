@@ -108,12 +108,14 @@ def error_span(attributes: dict[str, Any], kind: SpanKind = SpanKind.SERVER) -> 
 
 # -- status --------------------------------------------------------------------------------
 
+# sentry-sdk's get_span_status_from_http_code for every code it names (499: Sentry's table)
 HTTP_TABLE = [
-    (400, "failed_precondition"),
+    (400, "invalid_argument"),
     (401, "unauthenticated"),
     (403, "permission_denied"),
     (404, "not_found"),
-    (409, "aborted"),
+    (409, "already_exists"),
+    (413, "failed_precondition"),
     (429, "resource_exhausted"),
     (499, "cancelled"),
     (500, "internal_error"),
@@ -282,6 +284,12 @@ def test_rpc_span() -> None:
     span = make_span("shop.Cart/Add", kind=SpanKind.CLIENT,
                      attributes={"rpc.system": "grpc", "rpc.service": "shop.Cart"})
     assert op_and_description(span) == ("rpc", "shop.Cart/Add")
+    # the current conventions have no rpc.service (the service is in rpc.method): op
+    # `default` before
+    current = make_span("shop.Cart/Add", kind=SpanKind.CLIENT, attributes={
+        "rpc.system.name": "grpc", "rpc.method": "shop.Cart/Add",
+    })
+    assert op_and_description(current) == ("rpc", "shop.Cart/Add")
 
 
 @pytest.mark.parametrize(
@@ -597,6 +605,30 @@ def test_request_url_built_from_parts_with_non_default_port() -> None:
     assert request == {"method": "GET", "url": "http://127.0.0.1:8000/health"}
 
 
+@pytest.mark.parametrize(
+    ("attributes", "url"),
+    [
+        # gunicorn on :8000 behind a proxy, Host: shop.example.com (contrib's WSGI
+        # attributes, old conventions): the listening port is not the one requested
+        ({"http.method": "GET", "http.scheme": "http", "http.host": "shop.example.com",
+          "net.host.port": 8000, "http.target": "/orders/7"}, "http://shop.example.com/orders/7"),
+        ({"http.method": "GET", "http.scheme": "http", "http.host": "shop.example.com:8443",
+          "net.host.port": 8000, "http.target": "/orders/7"},
+         "http://shop.example.com:8443/orders/7"),
+        # an IPv6 host keeps its brackets and its port
+        ({"http.request.method": "GET", "url.scheme": "http", "server.address": "::1",
+          "server.port": 8000, "url.path": "/orders/7"}, "http://[::1]:8000/orders/7"),
+        ({"http.request.method": "GET", "url.scheme": "http", "server.address": "[::1]:8000",
+          "server.port": 8000, "url.path": "/orders/7"}, "http://[::1]:8000/orders/7"),
+    ],
+)
+def test_request_url_is_the_one_the_client_asked_for(
+    attributes: dict[str, Any], url: str
+) -> None:
+    root = make_span("GET", kind=SpanKind.SERVER, attributes=attributes)
+    assert transaction_event(root, [], release=None, environment=None)["request"]["url"] == url
+
+
 def test_runtime_context_from_resource() -> None:
     resource = Resource({"process.runtime.name": "cpython", "process.runtime.version": "3.11.9"})
     event = transaction_event(make_span(resource=resource), [], release=None, environment=None)
@@ -611,6 +643,7 @@ KNOWN_KEYS = [
     "http.scheme", "server.address", "server.port", "net.host.port", "http.status_code",
     "http.response.status_code", "rpc.grpc.status_code", "rpc.response.status_code",
     "db.system", "db.system.name", "db.statement", "db.query.text", "rpc.service",
+    "rpc.system.name",
     "messaging.system", "messaging.operation", "faas.trigger", "sentry.op", "sentry.source",
     "sentry.origin", "websocket.message.type", "code.function", "celery.task_name",
     "http.request.header.x_token",
@@ -894,3 +927,11 @@ def test_remembered_shapes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for number in range(10):
         sentry_span(make_span("q", kind=SpanKind.CLIENT, attributes={"db.statement": str(number)}))
         assert len(mapping._SHAPES) <= 3
+
+
+@pytest.mark.parametrize("code", [code for code in range(400, 600) if code != 499])
+def test_error_status_from_http_code_is_sentry_sdks(code: int) -> None:
+    from sentry_sdk.tracing import get_span_status_from_http_code
+
+    expected = get_span_status_from_http_code(code)
+    assert sentry_status(error_span({"http.response.status_code": code})) == expected

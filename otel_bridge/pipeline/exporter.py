@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# sentry-sdk's default `max_spans`: the child spans one transaction carries.
+MAX_SPANS_PER_TRANSACTION = 1000
 
 TransportSource = Callable[[], Transport | None]
 
@@ -253,9 +255,19 @@ class SentrySpanExporter(SpanExporter):
             if assembled.parent_span_id is not None
             else None
         )
+        descendants = assembled.descendants
+        if len(descendants) > MAX_SPANS_PER_TRANSACTION:
+            # As sentry-sdk's span recorder: the first spans to start are kept and the rest
+            # counted. Sentry refuses a transaction over 1 MB whole.
+            transport.record_lost_event(
+                "buffer_overflow",
+                data_category="span",
+                quantity=len(descendants) - MAX_SPANS_PER_TRANSACTION,
+            )
+            descendants = descendants[:MAX_SPANS_PER_TRANSACTION]
         event = transaction_event(
             root,
-            assembled.descendants,
+            descendants,
             release=config.release,
             environment=config.environment,
             parent_span_id=parent_hex,

@@ -39,12 +39,15 @@ TRANSACTION_SOURCES = frozenset({"custom", "url", "route", "view", "component", 
 MAX_TAG_KEY_LENGTH = 32
 MAX_TAG_VALUE_LENGTH = 200
 
+# As sentry-sdk's get_span_status_from_http_code, where Sentry's table allows several (400,
+# 409), so that the same failure gets the same status from either; 499 as Sentry's table.
 _HTTP_STATUS = {
-    400: "failed_precondition",
+    400: "invalid_argument",
     401: "unauthenticated",
     403: "permission_denied",
     404: "not_found",
-    409: "aborted",
+    409: "already_exists",
+    413: "failed_precondition",
     429: "resource_exhausted",
     499: "cancelled",
     500: "internal_error",
@@ -405,7 +408,9 @@ def _op_and_description(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[s
         return op, _http_description(span, attrs, method)
     if _first_str(attrs, "db.system.name", "db.system"):
         return "db", _first_str(attrs, "db.query.text", "db.statement") or name
-    if _first_str(attrs, "rpc.service"):
+    # rpc.service is deprecated in the current conventions (the service is in rpc.method);
+    # rpc.system.name (rpc.system before it) says the span is a call all the same.
+    if _first_str(attrs, "rpc.service", "rpc.system.name", "rpc.system"):
         return "rpc", name
     if _first_str(attrs, "messaging.system") or kind in (
         SpanKind.PRODUCER,
@@ -614,13 +619,23 @@ def _request_url(attrs: Mapping[str, Any]) -> str | None:
     if url:
         return _strip_url(url)
     scheme = _first_str(attrs, "url.scheme", "http.scheme") or "http"
-    host = _first_str(attrs, "http.host", "server.address", "http.server_name", "net.host.name")
+    path = _http_path(attrs) or "/"
+    header_host = _first_str(attrs, "http.host")
+    if header_host:
+        # The Host header as the client sent it, with its port when it had one: the port
+        # beside it (net.host.port) is the one the server listens on, which behind a proxy
+        # is not the one requested.
+        return f"{scheme}://{header_host}{path}"
+    host = _first_str(attrs, "server.address", "http.server_name", "net.host.name")
     if not host:
         return None
+    if host.count(":") > 1 and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address, as a URL writes it
     port = _as_int(attrs.get("server.port", attrs.get("net.host.port")))
-    if port is not None and ":" not in host and port != {"http": 80, "https": 443}.get(scheme):
+    has_port = host.rpartition("]")[2].find(":") >= 0 if host.startswith("[") else ":" in host
+    if port is not None and not has_port and port != {"http": 80, "https": 443}.get(scheme):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{_http_path(attrs) or '/'}"
+    return f"{scheme}://{host}{path}"
 
 
 def _query_string(attrs: Mapping[str, Any]) -> str | None:
