@@ -124,6 +124,7 @@ def _add_request(event: dict[str, Any], request: HttpRequest) -> None:
     # time, and its request extractor (body size limits, cookies, DRF) is all we use of it.
     from sentry_sdk.integrations._wsgi_common import _filter_headers
     from sentry_sdk.integrations.django import DjangoRequestExtractor
+    from sentry_sdk.integrations.wsgi import get_client_ip
 
     with capture_internal_exceptions():
         DjangoRequestExtractor(request).extract_into_event(event)  # type: ignore[arg-type]
@@ -143,6 +144,11 @@ def _add_request(event: dict[str, Any], request: HttpRequest) -> None:
         }
         with capture_internal_exceptions():
             _add_user(event, request)
+        # The client's address as sentry-sdk's WSGI middleware reads it: X-Forwarded-For,
+        # else X-Real-Ip, else the peer (behind a proxy, the proxy's own address).
+        client_ip = get_client_ip(meta)
+        if client_ip:
+            event.setdefault("user", {}).setdefault("ip_address", client_ip)
 
 
 def _add_user(event: dict[str, Any], request: HttpRequest) -> None:

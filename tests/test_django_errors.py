@@ -175,3 +175,17 @@ def test_an_async_view_error_is_reported_once(ingest: RecordingIngest) -> None:
     [transaction] = ingest.wait_for(lambda i: i.events("transaction"), timeout=20)
     assert error["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
     assert len([e for e in ingest.events("event") if e.get("exception")]) == 1
+
+
+def test_with_personal_data_allowed_a_lean_error_names_the_client_behind_the_proxy(
+    ingest: RecordingIngest, shop_server: Any
+) -> None:
+    # As sentry-sdk's WSGI middleware: X-Forwarded-For's first address is the user's IP.
+    # Lean errors had no user at all, and only the proxy's REMOTE_ADDR in request.env.
+    shop = shop_server({"SENTRY_DSN": ingest.dsn, "SENTRY_SEND_DEFAULT_PII": "true"})
+    response = requests.get(
+        shop.url("/boom/"), headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}, timeout=10
+    )
+    assert response.status_code == 500
+    [error] = ingest.wait_for(_error_with("boom from shop"), timeout=20)
+    assert error["user"]["ip_address"] == "203.0.113.7"
