@@ -37,10 +37,10 @@ from sentry_sdk.session import Session
 from sentry_sdk.utils import capture_internal_exceptions
 
 from otel_bridge.pipeline.ids import new_uuid4
+from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint
-from otel_bridge.span_attributes import IS_REMOTE, SPAN_ID
 
 # Roots that never end must not keep their scopes alive forever.
 MAX_OPEN_SCOPES = 10_000
@@ -82,8 +82,8 @@ class SentryScopeProcessor(SpanProcessor):
         scope.clear_breadcrumbs()
         previous_current = Scope.get_current_scope()
         current_scope = previous_current.fork()
-        session = kind is SpanKind.SERVER
-        if session:
+        session = False
+        if kind is SpanKind.SERVER:
             scope.add_event_processor(_request_from_server_span(span))
             session = _tracks_sessions(client.options)
             if session:
