@@ -196,13 +196,7 @@ def test_spans_of_a_root_that_never_ends_are_dropped_and_reported(
         pass  # an export call runs the expiry
     ingest.wait_for_items("transaction", 1)
     assert pipeline.exporter._assembler.pending_count == 0
-    sentry_sdk.flush(5)
-    reports = ingest.wait_for_items("client_report", 1)
-    discarded = [
-        entry for report in reports for entry in report.get("discarded_events", [])
-        if entry["reason"] == "buffer_overflow" and entry["category"] == "span"
-    ]
-    assert sum(entry["quantity"] for entry in discarded) == 5
+    assert _reported_lost(ingest, "buffer_overflow", "span") == 5
 
 
 def test_a_transaction_carries_at_most_a_thousand_spans_and_counts_the_rest(
@@ -220,13 +214,7 @@ def test_a_transaction_carries_at_most_a_thousand_spans_and_counts_the_rest(
     assert {span["description"] for span in transaction["spans"]} == {
         f"SELECT {n}" for n in range(1_000)
     }
-    sentry_sdk.flush(5)
-    reports = ingest.wait_for_items("client_report", 1)
-    lost = [
-        entry for report in reports for entry in report.get("discarded_events", [])
-        if entry["reason"] == "buffer_overflow" and entry["category"] == "span"
-    ]
-    assert sum(entry["quantity"] for entry in lost) == 5
+    assert _reported_lost(ingest, "buffer_overflow", "span") == 5
 
 
 def test_a_follow_up_travels_with_the_dsc_its_root_was_sent_with(
@@ -298,6 +286,16 @@ def test_a_transaction_that_fails_to_convert_loses_only_itself_and_is_reported(
         for report in reports for entry in report.get("discarded_events", [])
     }
     assert lost == {("internal_sdk_error", "transaction"): 1, ("internal_sdk_error", "span"): 2}
+
+
+def _reported_lost(ingest: RecordingIngest, reason: str, category: str) -> int:
+    """What the client reports that reached the ingest count as lost, for one reason."""
+    sentry_sdk.flush(5)
+    reports = ingest.wait_for_items("client_report", 1)
+    return sum(
+        entry["quantity"] for report in reports for entry in report.get("discarded_events", [])
+        if entry["reason"] == reason and entry["category"] == category
+    )
 
 
 class _Worker:

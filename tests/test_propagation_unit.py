@@ -7,6 +7,7 @@ import re
 
 import pytest
 from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import ReadableSpan
 from sentry_sdk.tracing_utils import _generate_sample_rand
 
 from otel_bridge.config import BridgeConfig
@@ -342,6 +343,21 @@ def test_rate_zero_drops_and_still_propagates_unsampled() -> None:
     assert r.exporter.get_finished_spans() == ()
 
 
+def _served(
+    headers: dict[str, str], rate: float, **rig_options: object
+) -> tuple[trace.Span, dict[str, str], tuple[ReadableSpan, ...]]:
+    """A SERVER span continuing ``headers``, the headers it would send on, and what was
+    exported."""
+    with rig(rate=rate, **rig_options) as r:  # type: ignore[arg-type]
+        token = context.attach(r.extract(headers))
+        try:
+            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
+                out = r.inject()
+        finally:
+            context.detach(token)
+    return span, out, r.exporter.get_finished_spans()
+
+
 @pytest.mark.parametrize("rate", [1.0, 0.3])
 def test_a_deferred_trace_forwards_the_sample_rand_sentry_sdk_draws_and_decides_with(
     rate: float,
@@ -359,13 +375,7 @@ def test_a_deferred_trace_forwards_the_sample_rand_sentry_sdk_draws_and_decides_
     incoming = PropagationContext.from_incoming_data(headers).baggage
     assert incoming is not None
     expected = incoming.sentry_items["sample_rand"]
-    with rig(rate=rate) as r:
-        token = context.attach(r.extract(headers))
-        try:
-            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
-                out = r.inject()
-        finally:
-            context.detach(token)
+    span, out, _ = _served(headers, rate)
     assert _values(out["baggage"])["sentry-sample_rand"] == expected
     assert span.get_span_context().trace_flags.sampled is (float(expected) < rate)
     if rate == 1.0:
@@ -387,13 +397,7 @@ def test_a_deferred_trace_forwards_the_sample_rand_sentry_sdk_draws_and_decides_
     ],
 )
 def test_upstream_decision_is_honoured(headers: dict[str, str], rate: float, sampled: bool) -> None:
-    with rig(rate=rate) as r:
-        token = context.attach(r.extract(headers))
-        try:
-            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
-                out = r.inject()
-        finally:
-            context.detach(token)
+    span, out, exported = _served(headers, rate)
     assert span.get_span_context().trace_id == int(TRACE, 16)
     assert span.get_span_context().trace_flags.sampled is sampled
     assert out["sentry-trace"].endswith("-1" if sampled else "-0")
@@ -401,7 +405,6 @@ def test_upstream_decision_is_honoured(headers: dict[str, str], rate: float, sam
     dsc = _values(out["baggage"])
     if "sentry-sample_rate" in dsc:
         assert (float(dsc["sentry-sample_rand"]) < float(dsc["sentry-sample_rate"])) == sampled
-    exported = r.exporter.get_finished_spans()
     assert len(exported) == (1 if sampled else 0)
     if sampled:
         assert exported[0].parent.span_id == int(SPAN, 16)  # type: ignore[union-attr]
@@ -620,13 +623,7 @@ def test_a_trace_of_another_organization_is_not_continued(
         "sentry-trace": f"{TRACE}-{SPAN}-0",
         "baggage": f"{dsc},user=42",
     }
-    with rig(rate=1.0, org_id=ours, strict_trace_continuation=strict) as r:
-        token = context.attach(r.extract(headers))
-        try:
-            with r.tracer.start_as_current_span("server", kind=trace.SpanKind.SERVER) as span:
-                out = r.inject()
-        finally:
-            context.detach(token)
+    span, out, _ = _served(headers, 1.0, org_id=ours, strict_trace_continuation=strict)
     forwarded = _values(out["baggage"])
     assert forwarded["user"] == "42"  # the application's own baggage goes on either way
     if continued:
