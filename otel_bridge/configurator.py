@@ -83,8 +83,11 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
     span_processors: list[SpanProcessor] = []
     if start_sentry(runtime, resource):
         from otel_bridge.scopes import SentryScopeProcessor
+        from otel_bridge.scopes import install as install_scopes
 
-        root_processors.append(SentryScopeProcessor())
+        scope_processor = SentryScopeProcessor()
+        install_scopes(scope_processor)
+        root_processors.append(scope_processor)
         if config.query_breadcrumbs:
             from otel_bridge.query_breadcrumbs import QueryBreadcrumbRecorder, install
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +53,7 @@ class _OpenScope:
     current: Scope
     previous_current: Scope
     session: bool
+    root: Span
 
 
 class SentryScopeProcessor(SpanProcessor):
@@ -63,7 +63,8 @@ class SentryScopeProcessor(SpanProcessor):
         self._base = base if base is not None else Scope.get_isolation_scope()
         self._max_open = max_open
         self._open: OrderedDict[int, _OpenScope] = OrderedDict()
-        self._open_scopes: set[int] = set()
+        # The same, by id(isolation scope): which unit of work an event is captured in.
+        self._by_scope: dict[int, _OpenScope] = {}
         self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: context_api.Context | None = None) -> None:
@@ -73,7 +74,7 @@ class SentryScopeProcessor(SpanProcessor):
         if (parent is not None and not parent[IS_REMOTE]) or kind in _OUTGOING:
             return
         current = Scope.get_isolation_scope()
-        if id(current) in self._open_scopes or _has_session(current):
+        if id(current) in self._by_scope or _has_session(current):
             return
         client = sentry_sdk.get_client()
         if not client.is_active():
@@ -82,22 +83,18 @@ class SentryScopeProcessor(SpanProcessor):
         scope.clear_breadcrumbs()
         previous_current = Scope.get_current_scope()
         current_scope = previous_current.fork()
-        session = False
-        if kind is SpanKind.SERVER:
-            scope.add_event_processor(_request_from_server_span(span))
-            session = _tracks_sessions(client.options)
-            if session:
-                _start_request_session(scope, client.options)
+        session = kind is SpanKind.SERVER and _tracks_sessions(client.options)
+        if session:
+            _start_request_session(scope, client.options)
         Scope.set_isolation_scope(scope)
         Scope.set_current_scope(current_scope)
+        opened = _OpenScope(scope, current, current_scope, previous_current, session, span)
         with self._lock:
-            self._open[span.context.span_id] = _OpenScope(
-                scope, current, current_scope, previous_current, session
-            )
-            self._open_scopes.add(id(scope))
+            self._open[span.context.span_id] = opened
+            self._by_scope[id(scope)] = opened
             while len(self._open) > self._max_open:
                 _, stale = self._open.popitem(last=False)
-                self._open_scopes.discard(id(stale.scope))
+                self._by_scope.pop(id(stale.scope), None)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span._context
@@ -108,7 +105,7 @@ class SentryScopeProcessor(SpanProcessor):
             opened = self._open.pop(context[SPAN_ID], None)
             if opened is None:
                 return
-            self._open_scopes.discard(id(opened.scope))
+            self._by_scope.pop(id(opened.scope), None)
         if opened.session:
             opened.scope.end_session()
         # In the context the span ends in: for a thread per request that is the one it
@@ -122,7 +119,7 @@ class SentryScopeProcessor(SpanProcessor):
         with self._lock:
             still_open = list(self._open.values())
             self._open.clear()
-            self._open_scopes.clear()
+            self._by_scope.clear()
         for opened in still_open:
             if opened.session:
                 opened.scope.end_session()
@@ -130,28 +127,50 @@ class SentryScopeProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
 
+    def server_span_of(self, scope: Scope) -> Span | None:
+        """The SERVER span whose unit of work ``scope`` is the isolation scope of."""
+        opened = self._by_scope.get(id(scope))
+        if opened is None or opened.scope is not scope or opened.root.kind is not SpanKind.SERVER:
+            return None
+        return opened.root
 
-def _request_from_server_span(span: Span) -> Callable[[Event, Hint], Event | None]:
-    """An event processor for the request's scope: the transaction name and ``request``
-    interface the span pipeline gives the request's transaction, for an error captured
-    while it runs (a logged error, ``capture_message``), when no integration gave any.
-    sentry-sdk's web framework integrations set both on every event of a request."""
 
-    def from_server_span(event: Event, hint: Hint) -> Event | None:
-        if event.get("type") == "transaction":
-            return event
-        with capture_internal_exceptions():
-            from otel_bridge.pipeline.mapping import request_info, transaction_name_and_source
+_active: SentryScopeProcessor | None = None
 
-            if not event.get("transaction"):
-                name, source = transaction_name_and_source(span)
-                event["transaction"] = name
-                event["transaction_info"] = {"source": source}
-            if not event.get("request"):
-                event["request"] = request_info(span)
+
+def install(processor: SentryScopeProcessor) -> None:
+    """Make ``processor`` the one errors are told their request by (see
+    :func:`add_request_from_server_span`)."""
+    from sentry_sdk.scope import add_global_event_processor, global_event_processors
+
+    global _active
+    _active = processor
+    if add_request_from_server_span not in global_event_processors:
+        add_global_event_processor(add_request_from_server_span)
+
+
+def add_request_from_server_span(event: Event, hint: Hint) -> Event | None:
+    """sentry-sdk global event processor: an error captured while a request runs (a logged
+    error, ``capture_message``) gets the transaction name and ``request`` interface the span
+    pipeline gives the request's transaction, where no integration gave any, as
+    sentry-sdk's web framework integrations set both on every event of a request. Found at
+    capture time by the isolation scope, so a request that captures nothing pays nothing."""
+    processor = _active
+    if processor is None or event.get("type") == "transaction":
         return event
+    span = processor.server_span_of(Scope.get_isolation_scope())
+    if span is None:
+        return event
+    with capture_internal_exceptions():
+        from otel_bridge.pipeline.mapping import request_info, transaction_name_and_source
 
-    return from_server_span
+        if not event.get("transaction"):
+            name, source = transaction_name_and_source(span)
+            event["transaction"] = name
+            event["transaction_info"] = {"source": source}
+        if not event.get("request"):
+            event["request"] = request_info(span)
+    return event
 
 
 def _has_session(scope: Scope) -> bool:

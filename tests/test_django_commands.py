@@ -87,14 +87,19 @@ def test_disabled_by_otel_python_disabled_instrumentations(
     assert transactions_named(ingest, "manage.py shop_report") == []
 
 
+@pytest.mark.parametrize("timezone", [None, "Europe/Berlin"])
 def test_cron_monitor_from_environment(
-    ingest: RecordingIngest, plugin_env: dict[str, str]
+    ingest: RecordingIngest, plugin_env: dict[str, str], timezone: str | None
 ) -> None:
+    # With OTEL_BRIDGE_CRON_TIMEZONE the crontab is read in the host's zone: a system cron
+    # runs `*/5 3 * * *` in local time, which without a timezone Sentry reads as UTC and
+    # flags every run of a non-UTC host as missed.
     run = run_shop_command(
         ["shop_report"],
         {
             "SENTRY_DSN": ingest.dsn,
-            "OTEL_BRIDGE_CRON_MONITORS": "shop_report=*/5 * * * *;other=1h",
+            "OTEL_BRIDGE_CRON_MONITORS": "shop_report=*/5 3 * * *;other=1h",
+            **({"OTEL_BRIDGE_CRON_TIMEZONE": timezone} if timezone else {}),
             **plugin_env,
         },
     )
@@ -103,29 +108,11 @@ def test_cron_monitor_from_environment(
     [transaction] = transactions_named(ingest, "manage.py shop_report")
     assert [started["status"], finished["status"]] == ["in_progress", "ok"]
     assert finished["monitor_slug"] == "shop_report"
-    assert finished["monitor_config"]["schedule"] == {"type": "crontab", "value": "*/5 * * * *"}
-    assert finished["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
-
-
-def test_cron_monitors_from_environment_take_the_hosts_timezone(
-    ingest: RecordingIngest, plugin_env: dict[str, str]
-) -> None:
-    # A system cron runs `0 3 * * *` at 03:00 local time; without a timezone Sentry expects
-    # it at 03:00 UTC and flags every run of a non-UTC host as missed.
-    run = run_shop_command(
-        ["shop_report"],
-        {
-            "SENTRY_DSN": ingest.dsn,
-            "OTEL_BRIDGE_CRON_MONITORS": "shop_report=0 3 * * *",
-            "OTEL_BRIDGE_CRON_TIMEZONE": "Europe/Berlin",
-            **plugin_env,
-        },
-    )
-    assert run.returncode == 0, run.stderr
-    started, finished = ingest.wait_for_items("check_in", 2)
     for check_in in (started, finished):
-        assert check_in["monitor_config"]["timezone"] == "Europe/Berlin"
-        assert check_in["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 3 * * *"}
+        config = check_in["monitor_config"]
+        assert config["schedule"] == {"type": "crontab", "value": "*/5 3 * * *"}
+        assert config.get("timezone") == timezone
+    assert finished["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
 
 
 def test_failing_command_is_an_error_transaction_and_check_in(

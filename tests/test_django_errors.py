@@ -117,6 +117,14 @@ def test_lean_errors_are_named_like_their_transaction(
     assert error["transaction"] == transaction["transaction"] == "GET boom/"
     assert error["transaction_info"] == {"source": "route"}
     assert error["contexts"]["trace"]["span_id"] == transaction["contexts"]["trace"]["span_id"]
+    # No SENTRY_RELEASE, no service.version: both carry the release sentry-sdk guesses (in a
+    # git checkout, its commit); the transaction had none while the error had the commit.
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert error.get("release") == transaction.get("release")
+    if head.returncode == 0:
+        assert transaction["release"] == head.stdout.strip()
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from sentry_sdk.scope import Scope
 
-from otel_bridge.scopes import SentryScopeProcessor
+from otel_bridge.scopes import SentryScopeProcessor, install
 from tests.rig.ingest import RecordingIngest
 
 
@@ -82,7 +82,9 @@ def test_a_request_starts_clean_and_its_errors_carry_its_name_and_request(
         with sentry_sdk.isolation_scope() as base:
             base.set_client(client)
             base.add_breadcrumb(message="booting worker")
-            provider.add_span_processor(SentryScopeProcessor(base=base))
+            processor = SentryScopeProcessor(base=base)
+            install(processor)
+            provider.add_span_processor(processor)
             tracer = provider.get_tracer("test")
             attributes = {
                 "http.method": "GET", "http.url": "http://shop.example/orders/7?page=2",
