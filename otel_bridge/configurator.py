@@ -27,7 +27,6 @@ from opentelemetry.sdk._configuration import (
     _import_id_generator,
     _init_logging,
     _init_metrics,
-    _init_tracing,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
@@ -124,7 +123,9 @@ def configure(auto_instrumentation_version: str | None = None) -> Runtime:
             )
         return BatchSpanProcessor(span_exporter)
 
-    _init_tracing(
+    from otel_bridge.tracing import init_tracing
+
+    init_tracing(
         exporters=span_exporters,
         id_generator=id_generator_from_env(),
         sampler=build_sampler(config),
